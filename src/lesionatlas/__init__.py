@@ -1,0 +1,2 @@
+"""lesionatlas: lesion-level response and progression dynamics of metastatic cancer cohorts."""
+__version__ = "0.1.0"
