@@ -20,6 +20,7 @@ _CENS_NAMES = ("cens", "censoring", "censored", "blq")
 _LIMIT_NAMES = ("limit",)
 _V0_NAMES = ("v0",)
 _T0_NAMES = ("t0",)
+_DIAMETER_NAMES = ("size", "diameter", "diameter_mm", "ld", "ldiam")
 _SITE_NAMES = ("organ", "site", "loc", "location", "tuloc", "organ_group")
 _STUDY_NAMES = ("studyid", "study_id", "study")
 
@@ -37,6 +38,7 @@ class MonolixColumns:
     v0: str | None = None
     t0: str | None = None
     site: str | None = None
+    diameter: str | None = None
     study: str | None = None
     mdv: str | None = None
     evid: str | None = None
@@ -108,6 +110,7 @@ def find_columns(
         v0=_find(columns, _V0_NAMES),
         t0=_find(columns, _T0_NAMES),
         site=_find(columns, _SITE_NAMES),
+        diameter=_find(columns, _DIAMETER_NAMES),
         study=_find(columns, _STUDY_NAMES, {id_col}),
         mdv=_find(columns, ("mdv",)),
         evid=_find(columns, ("evid",)),
@@ -146,7 +149,8 @@ def read_monolix_raw(
     DV is a volume in mm3; a censored row (CENS = 1) holds the limit in DV and, with a LIMIT column, lies
     in the interval [LIMIT, DV]. TIME is days from treatment start (baseline rows may be negative).
     Rows with MDV = 1 or EVID != 0 are skipped. Without a patient column each lesion is its own patient.
-    V0 / T0 columns (baseline volume and day regressors) are kept per lesion.
+    V0 / T0 columns (baseline volume and day regressors) are kept per lesion; a longest-diameter column
+    (``size``, ``diameter``, ``LDIAM``) is kept as ``diameter_mm``, but DV stays the volume.
     """
     path = Path(path)
     if not path.is_file():
@@ -168,6 +172,14 @@ def read_monolix_raw(
         notes.append(f"{path}: {skipped} dosing or missing-DV row(s) (MDV = 1 / EVID != 0) skipped")
     frame = frame[keep].reset_index(drop=True)
     src = str(path)
+    dv_values = _numeric(frame, cols.dv, src, allow_missing=True)
+    time_values = _numeric(frame, cols.time, src)
+    no_dv = dv_values.isna()
+    if no_dv.any():
+        notes.append(f"{path}: {int(no_dv.sum())} row(s) without a {cols.dv} value skipped")
+        frame, dv_values, time_values = frame[~no_dv], dv_values[~no_dv], time_values[~no_dv]
+        frame = frame.reset_index(drop=True)
+        dv_values, time_values = dv_values.reset_index(drop=True), time_values.reset_index(drop=True)
 
     lesion = frame[cols.id].astype("string").str.strip()
     patient_ids = frame[cols.patient].astype("string").str.strip() if cols.patient else lesion
@@ -184,9 +196,9 @@ def read_monolix_raw(
     measurements = pd.DataFrame(
         {
             "lesion_id": lesion,
-            "day": frame[cols.time],
-            "diameter_mm": np.nan,
-            "volume_mm3": frame[cols.dv],
+            "day": time_values,
+            "diameter_mm": _numeric(frame, cols.diameter, src, allow_missing=True) if cols.diameter else np.nan,
+            "volume_mm3": dv_values,
             "below_limit": censored.to_numpy(),
             "lower_limit_mm3": (
                 _numeric(frame, cols.limit, src, allow_missing=True).where(censored) if cols.limit else np.nan
