@@ -115,3 +115,22 @@ def test_volumes_kept_exactly(tmp_path):
     frame.to_csv(path, index=False)
     m = read_cohort(path).measurements
     np.testing.assert_allclose(np.sort(m["volume_mm3"].to_numpy()), np.sort(vol), rtol=1e-12)
+
+
+def test_monolix_export_round_trip(tmp_path, tiny_tables):
+    from lesionatlas.data import Cohort
+    from lesionatlas.data.writers import write_monolix
+
+    c = Cohort.from_tables(**tiny_tables)
+    path = write_monolix(c, tmp_path / "mlx.csv")
+    back = read_cohort(path)
+    assert sorted(back.lesions["lesion_id"]) == ["L1", "L3"]
+    assert dict(zip(back.lesions["lesion_id"], back.lesions["patient_id"])) == {"L1": "P1", "L3": "P2"}
+    a = c.measurements.set_index(["lesion_id", "day"])
+    b = back.measurements.set_index(["lesion_id", "day"])
+    observed = ~a["below_limit"]
+    np.testing.assert_allclose(b.loc[a.index[observed], "volume_mm3"], a.loc[observed, "volume_mm3"], rtol=1e-9)
+    # the censored row holds the limit in DV, with the interval [0, limit]
+    assert b.loc[("L1", 84.0), "volume_mm3"] == 200.0 and bool(b.loc[("L1", 84.0), "below_limit"])
+    assert b.loc[("L1", 84.0), "lower_limit_mm3"] == 0.0
+    assert back.lesions.set_index("lesion_id").loc["L1", "baseline_day"] == -10

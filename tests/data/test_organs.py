@@ -73,3 +73,9 @@ def test_bad_user_map(tmp_path):
         load_organ_map(f)
     with pytest.raises(DataError, match="not found"):
         load_organ_map(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize("organ", ORGAN_GROUPS)
+def test_organ_ids_map_to_themselves(organ):
+    # so that a table written with organ ids (e.g. a Monolix export's ORGAN column) reads back unchanged
+    assert load_organ_map().lookup(organ) == organ
