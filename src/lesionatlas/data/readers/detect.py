@@ -135,7 +135,8 @@ def read_cohort(
     axis_ratio, limit_mm3 : float
         Volume formula and quantification limit (a tidy folder written by lesionatlas keeps its own).
     **options
-        Reader options: Monolix ``id, time, dv, cens, limit, patient``; SDTM ``evaluator``.
+        Reader options: Monolix ``id, time, dv, cens, limit, patient``; SDTM ``evaluator, domains, suffix,
+        partial_dates`` (see :func:`~lesionatlas.data.readers.sdtm.read_sdtm_raw`).
 
     Raises
     ------

@@ -161,10 +161,15 @@ def find_domain_files(
         example = ", ".join(f'"{d}": "{names[-1]}"' for d, names in ambiguous.items())
         tails = [{Path(n).stem.lower()[len(d) + 1:] for n in names} - {""} for d, names in ambiguous.items()]
         common = sorted(set.intersection(*tails)) if tails else []
-        hint = f", or suffix={' / '.join(repr(s) for s in common)}" if common else ""
+        hint = (
+            f"on the command line with --sdtm-suffix {' or '.join(common)}; in Python with "
+            f"suffix={' / '.join(repr(s) for s in common)} or "
+            if common
+            else "in Python with "
+        )
         raise DataError(
-            f"{folder}: more than one file for SDTM domain(s) {listed}. Choose the files with "
-            f"domains={{{example}}}{hint} (options of read_cohort / read_sdtm_raw), "
+            f"{folder}: more than one file for SDTM domain(s) {listed}. Choose one set {hint}"
+            f"domains={{{example}}} (options of read_cohort / read_sdtm_raw), "
             "or put one set of domains per folder",
             code="ambiguous-domain",
         )
