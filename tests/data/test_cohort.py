@@ -105,3 +105,14 @@ def test_write_is_atomic_on_failure(tmp_path, tiny_tables, monkeypatch):
     assert sorted(p.name for p in out.iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["cohort"]
     assert np.isfinite(read_cohort(out).measurements["volume_mm3"]).all()
+
+
+def test_sex_spellings_and_converted_duplicates(tiny_tables):
+    t = {k: v.copy() for k, v in tiny_tables.items()}
+    t["patients"]["sex"] = ["male", "Female"]
+    # "30" and "30.0" are the same measurement once converted: one row survives
+    extra = pd.DataFrame({"lesion_id": ["L1"], "day": ["-10.0"], "diameter_mm": ["30.0"]})
+    t["measurements"] = pd.concat([t["measurements"], extra], ignore_index=True)
+    c = Cohort.from_tables(**t)
+    assert c.patients["sex"].tolist() == ["M", "F"]
+    assert len(c.measurements) == 5

@@ -2,13 +2,15 @@
 from .cohort import Cohort, diameter_from_volume, volume_from_diameter
 from .organs import ORGAN_GROUPS, OrganMap, load_organ_map, map_sites
 from .readers import RawTables, detect_format, read_cohort, read_raw
-from .validate import ValidationReport, validate_cohort
+from .select import Selection, select_patients
+from .validate import ValidationReport, validate_cohort, validate_tables
 
 __all__ = [
     "ORGAN_GROUPS",
     "Cohort",
     "OrganMap",
     "RawTables",
+    "Selection",
     "ValidationReport",
     "detect_format",
     "diameter_from_volume",
@@ -16,6 +18,8 @@ __all__ = [
     "map_sites",
     "read_cohort",
     "read_raw",
+    "select_patients",
     "validate_cohort",
+    "validate_tables",
     "volume_from_diameter",
 ]

@@ -72,6 +72,7 @@ class Cohort:
         limit_mm3: float = DEFAULT_LIMIT_MM3,
         organ_map: OrganMap | None = None,
         meta: dict[str, Any] | None = None,
+        warn_unmapped: bool = True,
     ) -> Cohort:
         """Conform raw tables to the schema and derive what can be derived.
 
@@ -80,17 +81,19 @@ class Cohort:
         - ``organ`` from ``site`` through the organ map where the organ is missing;
         - lesion kinds and statuses in their canonical spelling.
 
-        Inputs are not modified. Rows are sorted by their keys.
+        Inputs are not modified. Rows identical after conversion are dropped; rows are sorted by their keys.
+        ``warn_unmapped=False`` silences the unknown-site warning (validation has reported it already).
         """
-        pts = conform("patients", patients)
-        les = conform("lesions", lesions)
-        mea = conform("measurements", measurements)
+        pts = conform("patients", patients).drop_duplicates(ignore_index=True)
+        les = conform("lesions", lesions).drop_duplicates(ignore_index=True)
+        mea = conform("measurements", measurements).drop_duplicates(ignore_index=True)
         ass = conform("assessments", assessments if assessments is not None else pd.DataFrame())
+        ass = ass.drop_duplicates(ignore_index=True)
         les["kind"] = canonical_kind(les["kind"])
         ass["status"] = canonical_status(ass["status"])
         need_organ = les["organ"].isna()
         if need_organ.any():
-            les.loc[need_organ, "organ"] = map_sites(les.loc[need_organ, "site"], organ_map).to_numpy()
+            les.loc[need_organ, "organ"] = map_sites(les.loc[need_organ, "site"], organ_map, warn=warn_unmapped).to_numpy()
         need_volume = mea["volume_mm3"].isna() & mea["diameter_mm"].notna()
         mea.loc[need_volume, "volume_mm3"] = volume_from_diameter(mea.loc[need_volume, "diameter_mm"], axis_ratio)
         flag = mea["below_limit"]

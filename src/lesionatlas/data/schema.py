@@ -102,6 +102,9 @@ KIND_ALIASES: Final[dict[str, str]] = {
     "nl": "new",
 }
 
+#: Spellings of sex -> M / F.
+SEX_ALIASES: Final[dict[str, str]] = {"m": "M", "male": "M", "man": "M", "f": "F", "female": "F", "woman": "F"}
+
 #: Spellings of statuses -> canonical status.
 STATUS_ALIASES: Final[dict[str, str]] = {
     "present": "present",
@@ -186,6 +189,8 @@ def conform(table: str, frame: pd.DataFrame, *, strict_numeric: bool = False) ->
         values = frame[col]
         if dtype == "string":
             out[col] = _to_string(values)
+            if col == "sex":
+                out[col] = out[col].str.lower().map(SEX_ALIASES).fillna(out[col]).astype("string")
         elif dtype == "float64":
             out[col] = pd.to_numeric(values, errors="raise" if strict_numeric else "coerce").astype("float64")
         elif dtype == "Int64":

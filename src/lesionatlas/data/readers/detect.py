@@ -87,7 +87,7 @@ def cohort_from_raw(
     validate: bool = True,
 ):  # -> Cohort
     """Validate ``raw`` (raising :class:`DataError` listing every problem), warn about dirty data, and
-    build the Cohort (identical duplicate rows dropped)."""
+    build the Cohort (rows identical after conversion dropped)."""
     from ..cohort import Cohort
     from ..validate import validate_tables
 
@@ -98,7 +98,7 @@ def cohort_from_raw(
             warnings.warn(message, DataWarning, stacklevel=3)
     for note in raw.notes:
         warnings.warn(note, DataWarning, stacklevel=3)
-    tables = {name: frame.drop_duplicates() for name, frame in raw.tables.items()}
+    tables = raw.tables
     meta = dict(raw.meta)
     meta.setdefault("format", raw.format)
     return Cohort.from_tables(
@@ -110,6 +110,7 @@ def cohort_from_raw(
         limit_mm3=meta.pop("limit_mm3", limit_mm3) if raw.format == "tidy" else limit_mm3,
         organ_map=organ_map,
         meta=meta,
+        warn_unmapped=not validate,
     )
 
 
