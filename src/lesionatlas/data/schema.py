@@ -9,6 +9,11 @@ Beyond DESIGN.md's columns: ``patients.bsa`` (body surface area, m2, a head-and-
 them; otherwise the tumor growth model takes the first measurement); ``measurements.lower_limit_mm3``
 (for a censored row, the lower end of the interval it lies in, as a Monolix LIMIT column gives it;
 missing means plain left-censoring below the limit).
+
+A ``below_limit`` row lies in an interval whose upper end is the quantification limit: in data read
+from diameters, ``volume_mm3`` is the (unreliable) measured value under the limit and the upper end is
+the cohort's ``limit_mm3``; in a Monolix dataset (``meta.format == "monolix"``), as Monolix reads it,
+``volume_mm3`` holds the limit itself (the DV of a censored row).
 """
 from __future__ import annotations
 

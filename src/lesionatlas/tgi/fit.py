@@ -1,0 +1,680 @@
+"""The shell of the tumor growth model: a Cohort in, padded arrays to the SAEM core, a ``TGIFit`` out."""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+import warnings
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from ..config import DEFAULT_LIMIT_MM3
+from ..errors import ConfigError, ConvergenceWarning, DataError, ExclusionWarning
+from ..io import atomic_dir, write_json, write_table
+from . import saem
+from .likelihood import ERROR_MODELS, TGIData, lesion_loglik
+from .model import PARAMETERS, log_volume_phi
+from .spec import TGIModel
+
+_STAGE = "tgi"
+_MIN_LESION_BUCKET = 256
+_OBS_BUCKET = 8
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_spec(spec: TGIModel) -> None:
+    def allowed(name: str, value: Any, options: tuple[Any, ...]) -> None:
+        if value not in options:
+            raise ConfigError(f"TGIModel.{name} must be one of {', '.join(map(repr, options))}, got {value!r}")
+
+    def positive(name: str, *, integer: bool = False, zero: bool = False) -> None:
+        value = getattr(spec, name)
+        ok = isinstance(value, int) and not isinstance(value, bool) if integer else isinstance(value, (int, float))
+        if not ok or not (value >= 0 if zero else value > 0):
+            kind = "an integer" if integer else "a number"
+            raise ConfigError(f"TGIModel.{name} must be {kind} {'>= 0' if zero else '> 0'}, got {value!r}")
+
+    allowed("error_model", spec.error_model, ERROR_MODELS)
+    allowed("censoring", spec.censoring, ("m3", "drop"))
+    allowed("baseline_observation", spec.baseline_observation, ("keep", "drop"))
+    allowed("precision", spec.precision, ("float64", "float32"))
+    for name in ("kg", "kd", "omega_kg", "omega_kd", "omega_f", "a", "b", "max_relative_residual", "stop_tolerance"):
+        positive(name)
+    if not 0 < spec.f < 1:
+        raise ConfigError(f"TGIModel.f must be in (0, 1), got {spec.f!r}")
+    if not 0 < spec.annealing_factor <= 1:
+        raise ConfigError(f"TGIModel.annealing_factor must be in (0, 1], got {spec.annealing_factor!r}")
+    for name in ("n_explore", "n_smooth", "chunk_size", "n_posterior_iter"):
+        positive(name, integer=True)
+    for name in ("n_burn_in", "n_prior_kernel", "n_component_kernel", "n_joint_kernel", "n_is_draws",
+                 "n_mode_steps", "min_explore"):
+        positive(name, integer=True, zero=True)
+    if spec.n_chains != "auto":
+        positive("n_chains", integer=True)
+    if spec.limit_mm3 is not None and not spec.limit_mm3 > 0:
+        raise ConfigError(f"TGIModel.limit_mm3 must be > 0 or None, got {spec.limit_mm3!r}")
+
+
+# ----------------------------------------------------------------------------- arrays
+@dataclass(frozen=True)
+class LesionArrays:
+    """Padded numpy arrays of the target lesions and their lesion ids (real lesions first)."""
+
+    lesion_id: np.ndarray
+    t: np.ndarray
+    y: np.ndarray
+    lower: np.ndarray
+    censored: np.ndarray
+    obs_mask: np.ndarray
+    v0: np.ndarray
+    t0: np.ndarray
+    n_lesions: int
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.obs_mask[: self.n_lesions].sum())
+
+    def to_data(self, dtype: Any) -> TGIData:
+        n_pad = len(self.v0)
+        lesion_mask = np.arange(n_pad) < self.n_lesions
+        return TGIData(
+            t=jnp.asarray(self.t, dtype),
+            y=jnp.asarray(self.y, dtype),
+            lower=jnp.asarray(self.lower, dtype),
+            censored=jnp.asarray(self.censored),
+            obs_mask=jnp.asarray(self.obs_mask),
+            log_v0=jnp.asarray(np.log(self.v0), dtype),
+            t0=jnp.asarray(self.t0, dtype),
+            lesion_mask=jnp.asarray(lesion_mask),
+            design=jnp.asarray(lesion_mask[:, None].astype(float), dtype),
+        )
+
+
+def lesion_bucket(n: int) -> int:
+    """Padded lesion count: the smallest 2^k or 1.5 * 2^k >= n (at least 256): <= 33% padding, few shapes."""
+    size = _MIN_LESION_BUCKET
+    while True:
+        if size >= n:
+            return size
+        if size * 3 // 2 >= n:
+            return size * 3 // 2
+        size *= 2
+
+
+def observation_bucket(m: int) -> int:
+    """Padded observations per lesion: a multiple of 8."""
+    return max(_OBS_BUCKET, -(-m // _OBS_BUCKET) * _OBS_BUCKET)
+
+
+def build_arrays(data: Any, spec: TGIModel) -> tuple[LesionArrays, dict[str, Any]]:
+    """Target-lesion measurements of a Cohort (or a measurements table) as padded arrays.
+
+    - V0/T0: ``lesions.baseline_volume_mm3`` / ``baseline_day`` where both are given, else the first
+      measurement of the lesion (its volume and day); when that first row is censored, V0 is its upper
+      bound (the limit), as a Monolix dataset would carry it.
+    - A censored row's upper bound is its ``volume_mm3`` when the data come from a Monolix file or the
+      row has a ``lower_limit_mm3`` (Monolix: DV holds the limit), else the limit (``spec.limit_mm3`` or
+      the cohort's). Its lower bound is ``lower_limit_mm3`` when given (interval), else -inf (M3).
+    """
+    meta: dict[str, Any] = {}
+    lesions: pd.DataFrame | None = None
+    if isinstance(data, pd.DataFrame):
+        measurements = data
+    elif hasattr(data, "measurements") and hasattr(data, "lesions"):
+        measurements, lesions, meta = data.measurements, data.lesions, dict(getattr(data, "meta", {}))
+    else:
+        raise DataError(
+            f"TGIModel.fit needs a Cohort or a measurements DataFrame, got {type(data).__name__}", code="tgi-input"
+        )
+    need = {"lesion_id", "day", "volume_mm3"}
+    missing = need - set(measurements.columns)
+    if missing:
+        raise DataError(
+            f"measurements: column(s) {', '.join(sorted(missing))} missing; the tumor growth model needs "
+            "lesion_id, day, volume_mm3 (and below_limit for censored rows)",
+            code="missing-column",
+        )
+    notes: dict[str, Any] = {}
+    limit = float(spec.limit_mm3 if spec.limit_mm3 is not None else meta.get("limit_mm3", DEFAULT_LIMIT_MM3))
+    monolix = meta.get("format") == "monolix"
+    m = pd.DataFrame(
+        {
+            "lesion_id": measurements["lesion_id"].astype("string"),
+            "day": pd.to_numeric(measurements["day"], errors="coerce").astype(float),
+            "volume": pd.to_numeric(measurements["volume_mm3"], errors="coerce").astype(float),
+            "censored": (
+                measurements["below_limit"].astype("boolean").fillna(False).astype(bool)
+                if "below_limit" in measurements
+                else False
+            ),
+            "lower": (
+                pd.to_numeric(measurements["lower_limit_mm3"], errors="coerce").astype(float)
+                if "lower_limit_mm3" in measurements
+                else np.nan
+            ),
+        }
+    )
+    if lesions is not None:
+        targets = lesions.loc[lesions["kind"] == "target", "lesion_id"].astype("string")
+        m = m[m["lesion_id"].isin(targets)]
+    m = m[m["day"].notna() & (m["volume"].notna() | m["censored"])]
+    if m.empty:
+        raise DataError("measurements: no target-lesion measurement with a day and a volume", code="tgi-no-data")
+    upper_from_dv = m["censored"] & m["volume"].notna() & (monolix | m["lower"].notna())
+    m["y"] = np.where(m["censored"], np.where(upper_from_dv, m["volume"], limit), m["volume"])
+    m["lower"] = np.where(m["censored"] & m["lower"].notna(), m["lower"], -np.inf)
+    m = m.sort_values(["lesion_id", "day"], kind="stable")
+    first = m.groupby("lesion_id", sort=True).first()
+    base = pd.DataFrame({"v0": first["y"], "t0": first["day"]})
+    if lesions is not None and {"baseline_volume_mm3", "baseline_day"} <= set(lesions.columns):
+        reg = lesions.set_index(lesions["lesion_id"].astype("string"))[["baseline_volume_mm3", "baseline_day"]]
+        reg = reg.reindex(base.index)
+        given = reg["baseline_volume_mm3"].notna() & reg["baseline_day"].notna()
+        base.loc[given, "v0"] = reg.loc[given, "baseline_volume_mm3"].astype(float)
+        base.loc[given, "t0"] = reg.loc[given, "baseline_day"].astype(float)
+        notes["n_baseline_from_regressors"] = int(given.sum())
+    bad_v0 = ~(base["v0"] > 0)
+    if spec.baseline_observation == "drop":
+        t0_row = m["lesion_id"].map(base["t0"])
+        m = m[m["day"] > t0_row]
+    if spec.censoring == "drop":
+        notes["n_censored_dropped"] = int(m["censored"].sum())
+        m = m[~m["censored"]]
+    counts = m.groupby("lesion_id").size().reindex(base.index, fill_value=0)
+    drop = bad_v0 | (counts == 0)
+    if drop.any():
+        ids = list(base.index[drop][:5])
+        warnings.warn(
+            f"tgi: {int(drop.sum())} target lesion(s) left out ({', '.join(map(str, ids))}"
+            f"{', ...' if drop.sum() > 5 else ''}): no usable observation or a baseline volume <= 0",
+            ExclusionWarning,
+            stacklevel=3,
+        )
+        base = base[~drop]
+        m = m[m["lesion_id"].isin(base.index)]
+    if base.empty:
+        raise DataError("measurements: no target lesion has a usable observation", code="tgi-no-data")
+    notes["n_first_censored"] = int(first.loc[base.index, "censored"].sum())
+    notes["n_baseline_after_day0"] = int((base["t0"] > 0).sum())
+    n = len(base)
+    pos = m.groupby("lesion_id", sort=True).cumcount().to_numpy()
+    row = pd.Index(base.index).get_indexer(m["lesion_id"])
+    n_pad, m_pad = lesion_bucket(n), observation_bucket(int(pos.max()) + 1)
+    t = np.zeros((n_pad, m_pad))
+    y = np.ones((n_pad, m_pad))
+    lower = np.full((n_pad, m_pad), -np.inf)
+    cens = np.zeros((n_pad, m_pad), bool)
+    mask = np.zeros((n_pad, m_pad), bool)
+    t[row, pos] = m["day"].to_numpy()
+    y[row, pos] = m["y"].to_numpy()
+    lower[row, pos] = m["lower"].to_numpy()
+    cens[row, pos] = m["censored"].to_numpy()
+    mask[row, pos] = True
+    v0 = np.ones(n_pad)
+    t0 = np.zeros(n_pad)
+    v0[:n] = base["v0"].to_numpy()
+    t0[:n] = base["t0"].to_numpy()
+    arrays = LesionArrays(
+        lesion_id=np.asarray(base.index.astype(str)),
+        t=t, y=y, lower=lower, censored=cens, obs_mask=mask, v0=v0, t0=t0, n_lesions=n,
+    )
+    notes["limit_mm3"] = limit
+    return arrays, notes
+
+
+# ----------------------------------------------------------------------------- result
+_POP_COLUMNS = ["parameter", "estimate", "se", "rse_percent", "ci_lower", "ci_upper"]
+
+
+@dataclass(frozen=True, eq=False)
+class TGIFit:
+    """A fitted tumor growth model.
+
+    Attributes
+    ----------
+    spec : TGIModel
+    seed : int
+    population : DataFrame
+        ``parameter, estimate, se, rse_percent, ci_lower, ci_upper``; rows ``kg_pop, kd_pop, f_pop,
+        omega_kg, omega_kd, omega_f`` and the error parameters (``b``; ``a``; or both), as Monolix
+        names them. SEs from Louis' formula (stochastic approximation of the Fisher information) on the
+        normal scale, carried to the natural scale by the delta method; CIs for the typical values are
+        the normal-scale CIs transformed.
+    individual : DataFrame
+        One row per lesion: ``lesion_id, v0_mm3, t0_day, n_obs``, the conditional mode (``kg, kd, f``),
+        the conditional mean (``kg_mean, kd_mean, f_mean``, from the MCMC draws; see Notes), their
+        conditional SDs on the normal scale
+        (``sd_log_kg, sd_log_kd, sd_logit_f``) and the random effects of the mode (``eta_kg, eta_kd, eta_f``).
+    trace : DataFrame
+        SAEM trajectories: ``iteration, gamma, kg_pop, ..., b, acceptance_prior, acceptance_component,
+        acceptance_joint, n_clipped, complete_loglik``.
+    loglik : float or None
+        Log-likelihood by importance sampling (None when ``n_is_draws = 0``).
+    diagnostics : dict
+        Counts, shrinkage, flags and warnings raised.
+
+    Notes
+    -----
+    ``kg_mean`` etc. are the transformed conditional means of the normal-scale parameters
+    (``exp(E[log kg | y])``), Monolix's "conditional mean" of the individual parameters on the normal
+    scale.
+    """
+
+    spec: TGIModel
+    seed: int
+    population: pd.DataFrame
+    individual: pd.DataFrame
+    trace: pd.DataFrame
+    loglik: float | None
+    n_lesions: int
+    n_obs: int
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ numbers
+    @property
+    def n_parameters(self) -> int:
+        return len(self.population)
+
+    @property
+    def aic(self) -> float | None:
+        return None if self.loglik is None else -2.0 * self.loglik + 2.0 * self.n_parameters
+
+    @property
+    def bic(self) -> float | None:
+        """Monolix's BIC: -2LL + P log(number of subjects = lesions)."""
+        return None if self.loglik is None else -2.0 * self.loglik + self.n_parameters * math.log(self.n_lesions)
+
+    def summary(self) -> pd.DataFrame:
+        """Population estimates plus ``-2LL``, ``AIC``, ``BIC`` rows (stable columns)."""
+        extra = pd.DataFrame(
+            {
+                "parameter": ["minus_2_loglik", "aic", "bic"],
+                "estimate": [
+                    np.nan if self.loglik is None else -2.0 * self.loglik,
+                    np.nan if self.aic is None else self.aic,
+                    np.nan if self.bic is None else self.bic,
+                ],
+            }
+        )
+        return pd.concat([self.population, extra], ignore_index=True)[_POP_COLUMNS]
+
+    def predict(self, days: Any, *, lesion_ids: Any = None, kind: str = "mode") -> pd.DataFrame:
+        """Predicted volumes (mm3) of each lesion at ``days``: ``lesion_id, day, volume_mm3``.
+
+        ``kind``: ``"mode"`` (conditional mode), ``"mean"`` (conditional mean) or ``"population"``
+        (typical values with each lesion's V0/T0).
+        """
+        ind = self.individual
+        if lesion_ids is not None:
+            ind = ind.set_index("lesion_id").loc[list(lesion_ids)].reset_index()
+        if kind == "mode":
+            kg, kd, f = ind["kg"], ind["kd"], ind["f"]
+        elif kind == "mean":
+            kg, kd, f = ind["kg_mean"], ind["kd_mean"], ind["f_mean"]
+        elif kind == "population":
+            pop = self.population.set_index("parameter")["estimate"]
+            n = len(ind)
+            kg, kd, f = (np.full(n, pop["kg_pop"]), np.full(n, pop["kd_pop"]), np.full(n, pop["f_pop"]))
+        else:
+            raise ConfigError(f"kind must be 'mode', 'mean' or 'population', got {kind!r}")
+        days = np.atleast_1d(np.asarray(days, dtype=float))
+        with jax.enable_x64(True):
+            phi = np.stack([np.log(np.asarray(kg, float)), np.log(np.asarray(kd, float)),
+                            np.log(np.asarray(f, float)) - np.log1p(-np.asarray(f, float))], axis=-1)
+            lv = log_volume_phi(
+                jnp.asarray(days)[None, :],
+                jnp.asarray(phi)[:, None, :],
+                jnp.log(jnp.asarray(ind["v0_mm3"].to_numpy(float)))[:, None],
+                jnp.asarray(ind["t0_day"].to_numpy(float))[:, None],
+            )
+            vol = np.exp(np.asarray(lv))
+        return pd.DataFrame(
+            {
+                "lesion_id": np.repeat(ind["lesion_id"].to_numpy(), len(days)),
+                "day": np.tile(days, len(ind)),
+                "volume_mm3": vol.reshape(-1),
+            }
+        )
+
+    def __repr__(self) -> str:
+        est = self.population.set_index("parameter")["estimate"]
+        body = ", ".join(f"{k}={v:.4g}" for k, v in est.items())
+        ll = "" if self.loglik is None else f", -2LL={-2 * self.loglik:.1f}"
+        return f"TGIFit({self.n_lesions} lesions, {self.n_obs} observations: {body}{ll})"
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self!r}</p>" + self.summary().to_html(index=False)
+
+    # ------------------------------------------------------------------ files
+    def to_dir(self, path: str | Path) -> Path:
+        """Write ``population``, ``individual``, ``trace`` (Parquet + CSV) and ``meta.json``."""
+        import lesionatlas
+
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            write_table(self.population, tmp, "population")
+            write_table(self.individual, tmp, "individual")
+            write_table(self.trace, tmp, "trace")
+            write_json(
+                tmp / "meta.json",
+                {
+                    "schema": "lesionatlas.tgi/1",
+                    "spec": asdict(self.spec),
+                    "seed": self.seed,
+                    "loglik": self.loglik,
+                    "n_lesions": self.n_lesions,
+                    "n_obs": self.n_obs,
+                    "diagnostics": self.diagnostics,
+                    "versions": {
+                        "lesionatlas": lesionatlas.__version__,
+                        "jax": jax.__version__,
+                        "numpy": np.__version__,
+                        "python": platform.python_version(),
+                    },
+                },
+            )
+        return path
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> TGIFit:
+        """Read a folder written by :meth:`to_dir`."""
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text())
+        return cls(
+            spec=TGIModel(**meta["spec"]),
+            seed=int(meta["seed"]),
+            population=pd.read_parquet(path / "population.parquet"),
+            individual=pd.read_parquet(path / "individual.parquet"),
+            trace=pd.read_parquet(path / "trace.parquet"),
+            loglik=meta["loglik"],
+            n_lesions=int(meta["n_lesions"]),
+            n_obs=int(meta["n_obs"]),
+            diagnostics=meta["diagnostics"],
+        )
+
+    def equals(self, other: TGIFit) -> bool:
+        """Same spec, seed, tables and numbers."""
+        return (
+            self.spec == other.spec
+            and self.seed == other.seed
+            and self.population.equals(other.population)
+            and self.individual.equals(other.individual)
+            and self.trace.equals(other.trace)
+            and self.loglik == other.loglik
+        )
+
+
+# ----------------------------------------------------------------------------- the fit
+def _stage_key(seed: int) -> jax.Array:
+    return jax.random.fold_in(jax.random.key(seed), zlib.crc32(_STAGE.encode()) & 0x7FFFFFFF)
+
+
+def _error_names(error_model: str) -> list[tuple[str, int]]:
+    return {"proportional": [("b", 1)], "constant": [("a", 0)], "combined": [("a", 0), ("b", 1)]}[error_model]
+
+
+def _population_table(
+    coef: np.ndarray, omega2: np.ndarray, error: np.ndarray, cov: np.ndarray | None, error_model: str
+) -> pd.DataFrame:
+    mu = coef[0]
+    omega = np.sqrt(omega2)
+    n_theta = coef.size + 3 + 2
+    se_theta = np.full(n_theta, np.nan) if cov is None else np.sqrt(np.clip(np.diag(cov), 0, None))
+    z = 1.959963984540054
+    rows = []
+    for k, name in enumerate(PARAMETERS):
+        s = se_theta[k]
+        if name == "f":
+            est = 1.0 / (1.0 + math.exp(-mu[k]))
+            se = est * (1 - est) * s
+            lo, hi = (1.0 / (1.0 + math.exp(-(mu[k] - z * s))), 1.0 / (1.0 + math.exp(-(mu[k] + z * s))))
+        else:
+            est = math.exp(mu[k])
+            se = est * s
+            lo, hi = math.exp(mu[k] - z * s), math.exp(mu[k] + z * s)
+        rows.append((f"{name}_pop", est, se, lo, hi))
+    for k, name in enumerate(PARAMETERS):
+        s = se_theta[coef.size + k]
+        rows.append((f"omega_{name}", omega[k], s, omega[k] - z * s, omega[k] + z * s))
+    for name, j in _error_names(error_model):
+        s = se_theta[coef.size + 3 + j]
+        rows.append((name, error[j], s, error[j] - z * s, error[j] + z * s))
+    out = pd.DataFrame(rows, columns=["parameter", "estimate", "se", "ci_lower", "ci_upper"])
+    out["rse_percent"] = 100.0 * out["se"] / out["estimate"].abs()
+    return out[_POP_COLUMNS]
+
+
+def _trace_table(infos: list[saem.SAEMInfo], error_model: str) -> pd.DataFrame:
+    info = jax.tree_util.tree_map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *infos)
+    mu = info.coef[:, 0, :]
+    cols: dict[str, Any] = {"iteration": info.iteration.astype(int), "gamma": info.gamma}
+    cols["kg_pop"] = np.exp(mu[:, 0])
+    cols["kd_pop"] = np.exp(mu[:, 1])
+    cols["f_pop"] = 1.0 / (1.0 + np.exp(-mu[:, 2]))
+    for k, name in enumerate(PARAMETERS):
+        cols[f"omega_{name}"] = np.sqrt(info.omega2[:, k])
+    for name, j in _error_names(error_model):
+        cols[name] = info.error[:, j]
+    cols["acceptance_prior"] = info.acceptance[:, 0]
+    cols["acceptance_component"] = info.acceptance[:, 1]
+    cols["acceptance_joint"] = info.acceptance[:, 2]
+    cols["n_clipped"] = info.n_clipped.astype(int)
+    cols["complete_loglik"] = info.complete_loglik
+    return pd.DataFrame(cols)
+
+
+def _flat(info: saem.SAEMInfo) -> np.ndarray:
+    """Normal-scale parameters of each iteration (mu, log omega, log error) for the stopping rule."""
+    mu = np.asarray(info.coef)[:, 0, :]
+    return np.concatenate(
+        [mu, 0.5 * np.log(np.asarray(info.omega2)), np.log(np.maximum(np.asarray(info.error), 1e-300))], axis=1
+    )
+
+
+def fit_tgi(
+    spec: TGIModel,
+    data: Any,
+    *,
+    seed: int = 0,
+    progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+) -> TGIFit:
+    """Fit ``spec`` to the target lesions of ``data`` (a Cohort or a measurements table).
+
+    Precision: the whole fit runs inside ``jax.enable_x64(spec.precision == "float64")``, a context
+    manager that restores the previous setting on exit, so importing lesionatlas or calling it never
+    changes JAX's global configuration and results do not depend on import order.
+
+    ``progress(iterations_done, iterations_planned, last_values)`` is called between chunks.
+    """
+    _check_spec(spec)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    arrays, notes = build_arrays(data, spec)
+    started = time.perf_counter()
+    with jax.enable_x64(spec.precision == "float64"):
+        result = _fit_arrays(spec, arrays, int(seed), progress)
+    result["diagnostics"].update(notes)
+    result["diagnostics"]["seconds"] = round(time.perf_counter() - started, 3)
+    diag = result["diagnostics"]
+    if diag["n_clipped_final"] > 0:
+        warnings.warn(
+            f"tgi: {diag['n_clipped_final']} observation(s) are more than "
+            f"{spec.max_relative_residual:g} times their individual prediction at the estimate; the "
+            "likelihood treats them as outliers (max_relative_residual). Check these measurements.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    return TGIFit(spec=spec, seed=int(seed), **result)
+
+
+def _fit_arrays(
+    spec: TGIModel, arrays: LesionArrays, seed: int, progress: Callable[[int, int, dict[str, Any]], None] | None
+) -> dict[str, Any]:
+    dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
+    data = arrays.to_data(dtype)
+    n = arrays.n_lesions
+    n_chains = max(1, math.ceil(50 / n)) if spec.n_chains == "auto" else int(spec.n_chains)
+    config = saem.SAEMConfig(
+        error_model=spec.error_model,
+        max_relative_residual=float(spec.max_relative_residual),
+        n_burn_in=spec.n_burn_in,
+        n_prior_kernel=spec.n_prior_kernel,
+        n_component_kernel=spec.n_component_kernel,
+        n_joint_kernel=spec.n_joint_kernel,
+        annealing_factor=float(spec.annealing_factor),
+    )
+    key = _stage_key(seed)
+    k_saem, k_post, k_is = (jax.random.fold_in(key, i) for i in range(3))
+    mu0 = jnp.asarray([math.log(spec.kg), math.log(spec.kd), math.log(spec.f / (1 - spec.f))], dtype)
+    state = saem.init(
+        k_saem,
+        data,
+        mu=mu0,
+        omega=jnp.asarray([spec.omega_kg, spec.omega_kd, spec.omega_f], dtype),
+        error=jnp.asarray([spec.a, spec.b], dtype),
+        n_chains=n_chains,
+        n_explore=spec.n_explore,
+        config=config,
+    )
+    total = spec.n_burn_in + spec.n_explore + spec.n_smooth
+    chunk = spec.chunk_size
+    infos: list[saem.SAEMInfo] = []
+    done = 0
+    explore_end = spec.n_burn_in + spec.n_explore
+    stopped_early = False
+    while done < total:
+        size = min(chunk, total - done)  # a shorter last chunk: same compiled scan, idle tail
+        state, info = saem.run_jit(k_saem, state, data, chunk, config, jnp.asarray(size, jnp.int32))
+        infos.append(jax.tree_util.tree_map(lambda x, size=size: x[:size], info))
+        done += size
+        if spec.auto_stop and not stopped_early and len(infos) >= 2 and done < explore_end:
+            if done - spec.n_burn_in >= spec.min_explore:
+                last, prev = _flat(infos[-1]).mean(0), _flat(infos[-2]).mean(0)
+                if np.all(np.abs(last - prev) < spec.stop_tolerance):
+                    n_explore = done - spec.n_burn_in
+                    state = state._replace(n_explore=jnp.asarray(n_explore, jnp.int32))
+                    explore_end = done
+                    total = done + spec.n_smooth
+                    stopped_early = True
+        if progress is not None:
+            progress(min(done, total), total, {"iteration": done})
+    trace = _trace_table(infos, spec.error_model)
+    post = saem.sample_posterior_jit(k_post, state, data, spec.n_posterior_iter, config, fisher=spec.standard_errors)
+    coef, omega2, error = np.asarray(state.coef), np.asarray(state.omega2), np.asarray(state.error)
+    cov = None
+    fisher_ok = True
+    if spec.standard_errors:
+        fim = np.asarray(post.fisher, dtype=float)
+        free = list(range(coef.size)) + [coef.size + k for k in range(3)]
+        free += [coef.size + 3 + j for _, j in _error_names(spec.error_model)]
+        sub = fim[np.ix_(free, free)]
+        cov = np.full((fim.shape[0], fim.shape[0]), np.nan)
+        try:
+            evals = np.linalg.eigvalsh((sub + sub.T) / 2)
+            fisher_ok = bool(np.all(evals > 0))
+            cov[np.ix_(free, free)] = np.linalg.inv((sub + sub.T) / 2)
+        except np.linalg.LinAlgError:
+            fisher_ok = False
+    population = _population_table(coef[:1], omega2, error, cov, spec.error_model)
+    mode, grad_norm = saem.conditional_mode_jit(
+        state.coef, state.omega2, state.error, data, post.phi_mean, config, n_steps=spec.n_mode_steps
+    )
+    mode = np.asarray(mode)[:n]
+    phi_mean = np.asarray(post.phi_mean)[:n]
+    phi_sd = np.asarray(post.phi_sd)[:n]
+    loglik = None
+    if spec.n_is_draws > 0:
+        ll, rel_se = saem.importance_loglik_jit(
+            k_is, state.coef, state.omega2, state.error, data, post.phi_mean, post.phi_sd, spec.n_is_draws, config
+        )
+        loglik = float(np.sum(np.asarray(ll)[:n]))
+        is_rel_se = float(np.sqrt(np.sum(np.asarray(rel_se)[:n] ** 2)))
+    pop_mean = (np.asarray(data.design) @ coef)[:n]
+    eta_mode = mode - pop_mean
+    eta_mean = phi_mean - pop_mean
+    shrink_mode = 1.0 - eta_mode.var(axis=0) / omega2
+    shrink_mean = 1.0 - eta_mean.var(axis=0) / omega2
+
+    def natural(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return np.exp(phi[:, 0]), np.exp(phi[:, 1]), 1.0 / (1.0 + np.exp(-phi[:, 2]))
+
+    kg, kd, f = natural(mode)
+    kg_m, kd_m, f_m = natural(phi_mean)
+    individual = pd.DataFrame(
+        {
+            "lesion_id": pd.Series(arrays.lesion_id, dtype="string"),
+            "v0_mm3": arrays.v0[:n],
+            "t0_day": arrays.t0[:n],
+            "n_obs": arrays.obs_mask[:n].sum(axis=1).astype(int),
+            "kg": kg,
+            "kd": kd,
+            "f": f,
+            "kg_mean": kg_m,
+            "kd_mean": kd_m,
+            "f_mean": f_m,
+            "sd_log_kg": phi_sd[:, 0],
+            "sd_log_kd": phi_sd[:, 1],
+            "sd_logit_f": phi_sd[:, 2],
+            "eta_kg": eta_mode[:, 0],
+            "eta_kd": eta_mode[:, 1],
+            "eta_f": eta_mode[:, 2],
+        }
+    )
+    _, n_clipped = lesion_loglik(
+        jnp.asarray(_pad_rows(mode, data.t.shape[0]), dtype),
+        data,
+        state.error,
+        error_model=spec.error_model,
+        max_relative_residual=spec.max_relative_residual,
+    )
+    diagnostics: dict[str, Any] = {
+        "n_chains": n_chains,
+        "n_iterations": int(total),
+        "n_explore": int(state.n_explore),
+        "stopped_exploration_early": stopped_early,
+        "n_censored": int((arrays.censored & arrays.obs_mask)[:n].sum()),
+        "n_clipped_final": int(np.asarray(n_clipped)[:n].sum()),
+        "n_clipped_max_iteration": int(trace["n_clipped"].max()),
+        "fisher_positive_definite": fisher_ok,
+        "shrinkage_mode_percent": dict(zip(PARAMETERS, (100 * shrink_mode).round(4).tolist())),
+        "shrinkage_mean_percent": dict(zip(PARAMETERS, (100 * shrink_mean).round(4).tolist())),
+        "mode_max_gradient": float(np.max(np.asarray(grad_norm))),
+        "is_relative_se": None if loglik is None else is_rel_se,
+        "lesion_bucket": int(data.t.shape[0]),
+        "observation_bucket": int(data.t.shape[1]),
+        "precision": spec.precision,
+    }
+    if not fisher_ok and spec.standard_errors:
+        warnings.warn(
+            "tgi: the Fisher information is not positive definite; standard errors are unreliable "
+            "(run more iterations or check identifiability)",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return {
+        "population": population,
+        "individual": individual,
+        "trace": trace,
+        "loglik": loglik,
+        "n_lesions": n,
+        "n_obs": arrays.n_obs,
+        "diagnostics": diagnostics,
+    }
+
+
+def _pad_rows(values: np.ndarray, n_pad: int) -> np.ndarray:
+    out = np.zeros((n_pad, values.shape[1]))
+    out[: len(values)] = values
+    return out
+
+
+__all__ = ["LesionArrays", "TGIFit", "build_arrays", "fit_tgi", "lesion_bucket", "observation_bucket"]

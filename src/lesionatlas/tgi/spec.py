@@ -1,0 +1,111 @@
+"""The tumor growth model spec: hyper-parameters only, no data, no logic (values are checked in ``fit``)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Callable
+
+    import pandas as pd
+
+    from ..data.cohort import Cohort
+    from .fit import TGIFit
+
+
+@dataclass(frozen=True)
+class TGIModel:
+    """The paper's tumor growth inhibition model, fitted by SAEM (Monolix defaults where they exist).
+
+    Parameters
+    ----------
+    error_model : {"proportional", "constant", "combined"}
+        Residual error: ``b V``, ``a``, or ``a + b V`` (Monolix ``combined1``).
+    censoring : {"m3", "drop"}
+        ``"m3"``: rows below the limit enter the likelihood as P(DV < limit) (M3), or as an interval
+        when the row has a ``lower_limit_mm3`` (Monolix ``LIMIT``); ``"drop"``: they are left out.
+    limit_mm3 : float or None
+        Upper bound of a censored row; None takes the cohort's ``meta["limit_mm3"]`` (default 200).
+    baseline_observation : {"keep", "drop"}
+        Whether the row that defines V0/T0 (day == T0) also enters the likelihood. Its prediction is V0
+        itself, so it carries no information about Kg, Kd, F; ``"keep"`` reproduces a Monolix run on a
+        dataset that contains the baseline row (its zero residual lowers b), ``"drop"`` leaves it out.
+    kg, kd, f, omega_kg, omega_kd, omega_f, a, b : float
+        Initial values (the authors' Monolix project: Kg = Kd = 0.01/day, F = 0.1, omegas 1, b = 0.3).
+    n_explore, n_smooth : int
+        Iterations of the exploratory phase (step size 1, at most) and of the smoothing phase (1/k).
+    auto_stop : bool
+        End the exploratory phase early when the parameter trajectories are flat (checked between
+        chunks after ``min_explore`` iterations: the mean of every normal-scale parameter over the last
+        chunk differs from the previous chunk's by less than ``stop_tolerance``).
+    min_explore, stop_tolerance : int, float
+    n_burn_in : int
+        MCMC-only iterations before the first M-step (Monolix: 5).
+    n_chains : int or "auto"
+        Markov chains per lesion; ``"auto"`` uses enough chains that lesions x chains >= 50 (Monolix).
+    n_prior_kernel, n_component_kernel, n_joint_kernel : int
+        Metropolis-Hastings moves per iteration of each kernel.
+    annealing_factor : float
+        During exploration a variance can shrink at most by this factor per iteration (0.95).
+    max_relative_residual : float
+        Outlier guard: predictions of uncensored rows are floored at DV / (1 + this), so no single
+        observation can blow up b (see :mod:`lesionatlas.tgi.likelihood`).
+    n_posterior_iter : int
+        MCMC iterations at the estimate for conditional means/SDs and the Fisher information.
+    standard_errors : bool
+        Compute the Fisher information (Louis' formula, stochastic approximation).
+    n_is_draws : int
+        Importance-sampling draws per lesion for the log-likelihood (0: skip -2LL, AIC, BIC).
+    n_mode_steps : int
+        Damped Newton steps of the conditional-mode search.
+    chunk_size : int
+        Iterations per compiled chunk (progress is reported between chunks).
+    precision : {"float64", "float32"}
+        Floating-point precision of the fit, set in scope (never globally).
+    """
+
+    error_model: Literal["proportional", "constant", "combined"] = "proportional"
+    censoring: Literal["m3", "drop"] = "m3"
+    limit_mm3: float | None = None
+    baseline_observation: Literal["keep", "drop"] = "keep"
+    kg: float = 0.01
+    kd: float = 0.01
+    f: float = 0.1
+    omega_kg: float = 1.0
+    omega_kd: float = 1.0
+    omega_f: float = 1.0
+    a: float = 1.0
+    b: float = 0.3
+    n_explore: int = 300
+    n_smooth: int = 200
+    auto_stop: bool = False
+    min_explore: int = 150
+    stop_tolerance: float = 0.02
+    n_burn_in: int = 5
+    n_chains: int | Literal["auto"] = "auto"
+    n_prior_kernel: int = 2
+    n_component_kernel: int = 2
+    n_joint_kernel: int = 2
+    annealing_factor: float = 0.95
+    max_relative_residual: float = 3.0
+    n_posterior_iter: int = 200
+    standard_errors: bool = True
+    n_is_draws: int = 2000
+    n_mode_steps: int = 50
+    chunk_size: int = 50
+    precision: Literal["float64", "float32"] = "float64"
+
+    def fit(
+        self,
+        data: Cohort | pd.DataFrame,
+        *,
+        seed: int = 0,
+        progress: Callable[[int, int, dict[str, Any]], None] | None = None,
+    ) -> TGIFit:
+        """Fit the model to the target lesions of ``data``; see :func:`lesionatlas.tgi.fit.fit_tgi`."""
+        from .fit import fit_tgi
+
+        return fit_tgi(self, data, seed=seed, progress=progress)
+
+
+__all__ = ["TGIModel"]
