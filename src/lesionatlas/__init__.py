@@ -13,7 +13,7 @@ _LAZY = {
     "read_cohort": "lesionatlas.data",
     "validate_cohort": "lesionatlas.data",
     "select_patients": "lesionatlas.data",
-    "simulate_cohort": "lesionatlas.data.simulate",
+    "simulate_cohort": "lesionatlas.data",
     "TGIModel": "lesionatlas.tgi",
     "TGIFit": "lesionatlas.tgi",
 }

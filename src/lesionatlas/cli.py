@@ -55,11 +55,13 @@ TimeOpt = Annotated[Optional[str], typer.Option("--time", help="Monolix: the tim
 DvOpt = Annotated[Optional[str], typer.Option("--dv", help="Monolix: the volume column (mm3).")]
 CensOpt = Annotated[Optional[str], typer.Option("--cens", help="Monolix: the censoring flag column.")]
 LimitOpt = Annotated[Optional[str], typer.Option("--limit", help="Monolix: the censoring interval's lower-bound column.")]
-EvaluatorOpt = Annotated[Optional[str], typer.Option("--evaluator", help="SDTM: INVESTIGATOR (default) or ACCEPTED (--ACPTFL = Y).")]
+EvaluatorOpt = Annotated[Optional[str], typer.Option("--evaluator", help="SDTM: INVESTIGATOR (default), ACCEPTED (--ACPTFL = Y) or a reader id such as 'RADIOLOGIST 1'.")]
+SuffixOpt = Annotated[Optional[str], typer.Option("--sdtm-suffix", help="SDTM: pick the domain files named <domain>_<suffix> when a folder holds several sets.")]
 
 
-def _reader_options(id=None, time=None, dv=None, cens=None, limit=None, evaluator=None) -> dict:
-    return {"id": id, "time": time, "dv": dv, "cens": cens, "limit": limit, "evaluator": evaluator}
+def _reader_options(id=None, time=None, dv=None, cens=None, limit=None, evaluator=None, suffix=None) -> dict:
+    return {"id": id, "time": time, "dv": dv, "cens": cens, "limit": limit, "evaluator": evaluator,
+            "suffix": suffix}
 
 
 @app.command()
@@ -73,6 +75,7 @@ def validate(
     cens: CensOpt = None,
     limit: LimitOpt = None,
     evaluator: EvaluatorOpt = None,
+    sdtm_suffix: SuffixOpt = None,
 ) -> None:
     """Check a dataset: exit 0 when usable (warnings listed), exit 2 listing every problem when not."""
     from .data.organs import load_organ_map
@@ -83,7 +86,7 @@ def validate(
         warnings.simplefilter("always")
         report = validate_cohort(
             data, format, organ_map=load_organ_map(organ_map),
-            **_reader_options(id, time, dv, cens, limit, evaluator),
+            **_reader_options(id, time, dv, cens, limit, evaluator, sdtm_suffix),
         )
     _show_warnings(caught)
     for message in report.warning_messages():
@@ -95,6 +98,81 @@ def validate(
         raise typer.Exit(EXIT_USAGE)
     n_warn = len(report.warnings)
     out.print(f"ok: {data} is usable ({n_warn} warning{'s' if n_warn != 1 else ''})")
+
+
+def _print_table(frame, title: str) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, title_justify="left")
+    for col in frame.columns:
+        table.add_column(str(col), justify="right" if frame[col].dtype.kind in "if" else "left")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(f"{v:,.1f}" if isinstance(v, float) and not float(v).is_integer()
+                        else f"{int(v):,}" if isinstance(v, (int, float)) else str(v) for v in row))
+    _console().print(table)
+
+
+PresetOpt = Annotated[str, typer.Option("--preset", help="Cohort preset: mcrc (the paper's cohort) or hnscc.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed; same seed, same numbers.")]
+PatientsOpt = Annotated[Optional[int], typer.Option("--patients", min=1, help="Number of patients (default: the preset's).")]
+
+
+@app.command()
+def simulate(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the cohort and its truth/ into.")],
+    preset: PresetOpt = "mcrc",
+    seed: SeedOpt = 0,
+    patients: PatientsOpt = None,
+) -> None:
+    """Simulate a synthetic cohort (tidy tables) and the truth it planted (truth/)."""
+    from .data.simulate import simulate_cohort
+
+    with _console(stderr=True).status(f"simulating the {preset} cohort (seed {seed})"):
+        sim = simulate_cohort(preset, seed=seed, n_patients=patients)
+        sim.to_dir(out)
+    _console().print(repr(sim.cohort))
+    _console().print(f"written to {out} (truth in {out / 'truth'})")
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("demo_run"),
+    seed: SeedOpt = 0,
+    patients: PatientsOpt = None,
+    small: Annotated[bool, typer.Option("--small", help="A 300-patient cohort, for a quick look.")] = False,
+) -> None:
+    """Simulate the default mCRC cohort and run the analysis on it (so far: validate and select)."""
+    import time
+
+    from .data import read_cohort
+    from .data.select import select_patients
+    from .data.simulate import simulate_cohort
+
+    n = 300 if small and patients is None else patients
+    err = _console(stderr=True)
+    timings = []
+    t0 = time.perf_counter()
+    with err.status("simulating the mCRC cohort"):
+        sim = simulate_cohort("mcrc", seed=seed, n_patients=n)
+        sim.to_dir(out / "cohort")
+    timings.append(("simulate", time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    with err.status("reading and validating the cohort"), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cohort = read_cohort(out / "cohort")
+    _show_warnings(caught)
+    timings.append(("read + validate", time.perf_counter() - t0))
+    t0 = time.perf_counter()
+    selection = select_patients(cohort)
+    selection.to_dir(out / "selection")
+    timings.append(("select", time.perf_counter() - t0))
+
+    _print_table(cohort.summary(), "Cohort")
+    _print_table(selection.consort[["step", "patients", "lesions", "target_lesions", "excluded_patients"]],
+                 "Selection (CONSORT)")
+    for step, secs in timings:
+        err.print(f"{step}: {secs:.1f} s")
+    _console().print(f"cohort: {out / 'cohort'}  truth: {out / 'cohort' / 'truth'}  selection: {out / 'selection'}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -86,7 +86,9 @@ def test_summary_and_repr(tiny_tables):
     c = Cohort.from_tables(**tiny_tables)
     s = c.summary().set_index("quantity")["value"]
     assert s["lesions_per_patient_median"] == 2
-    assert s["patients_with_2_organs_percent"] == 100.0
+    # P2's bone lesion is new: not a baseline metastatic organ
+    assert s["patients_with_2_organs_percent"] == 50.0
+    assert s["patients_with_1_organs_percent"] == 50.0
     assert "2 patients" in repr(c)
     assert math.isclose(s["measurements_per_target_lesion_median"], 2.5)
 

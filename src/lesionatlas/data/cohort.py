@@ -163,7 +163,9 @@ class Cohort:
         per_lesion = self.measurements.groupby("lesion_id").size()
         if len(per_lesion):
             rows.append(("measurements_per_target_lesion_median", float(per_lesion.median())))
-        organs = self.lesions.groupby("patient_id")["organ"].nunique()
+        # metastatic organs at baseline: new lesions appear later and are not counted
+        baseline = self.lesions[self.lesions["kind"] != "new"]
+        organs = baseline.groupby("patient_id")["organ"].nunique()
         organs = organs.reindex(self.patients["patient_id"], fill_value=0)
         if len(organs):
             for k, label in ((1, "1"), (2, "2"), (3, "3")):
