@@ -69,6 +69,88 @@ def bench_write(ctx: dict[str, Any]) -> None:
     ctx["rows"] = f"{size / 2**20:.1f} MiB on disk"
 
 
+def _quiet_read(path: Path, **options: Any):
+    import warnings
+
+    from lesionatlas.data import read_cohort
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dirty-data warnings are expected on simulated data
+        return read_cohort(path, **options)
+
+
+@measurement("read-parquet", "read_cohort(tidy Parquet folder): read + validate + build the Cohort")
+def bench_read_parquet(ctx: dict[str, Any]) -> None:
+    c = _quiet_read(ctx["cohort_dir"])
+    ctx["rows"] = f"{c.n_lesions:,} lesions"
+
+
+@measurement("read-csv", "read_cohort(tidy CSV folder): read + validate + build the Cohort")
+def bench_read_csv(ctx: dict[str, Any]) -> None:
+    folder = Path(ctx["workdir"]) / "csv"
+    if not folder.exists():
+        folder.mkdir()
+        for name in ("patients", "lesions", "measurements", "assessments"):
+            (folder / f"{name}.csv").write_bytes((Path(ctx["cohort_dir"]) / f"{name}.csv").read_bytes())
+    c = _quiet_read(folder)
+    ctx["rows"] = f"{c.n_lesions:,} lesions"
+
+
+@measurement("read-monolix", "read_cohort(Monolix CSV of the target lesions, authors' layout)")
+def bench_read_monolix(ctx: dict[str, Any]) -> None:
+    from lesionatlas.data.writers import write_monolix
+
+    path = Path(ctx["workdir"]) / "monolix.csv"
+    if not path.exists():
+        write_monolix(ctx["sim"].cohort, path)
+    c = _quiet_read(path)
+    ctx["rows"] = f"{c.n_lesions:,} target lesions, {len(c.measurements):,} rows"
+
+
+def _write_sdtm(cohort: Any, folder: Path) -> None:
+    """The cohort as minimal SDTM domains (DM, TU, TR as CSV) with study days (--DY, no day 0)."""
+    import pandas as pd
+
+    folder.mkdir()
+    les = cohort.lesions
+    kind = les["kind"].map({"target": "TARGET", "nontarget": "NON-TARGET", "new": "NEW"})
+    pd.DataFrame({"STUDYID": "SIM", "USUBJID": cohort.patients["patient_id"], "RFSTDTC": "2020-01-01",
+                  "AGE": cohort.patients["age"], "SEX": cohort.patients["sex"]}).to_csv(folder / "dm.csv", index=False)
+    pd.DataFrame({"STUDYID": "SIM", "USUBJID": les["patient_id"], "TULNKID": les["lesion_id"],
+                  "TUTESTCD": "TUMIDENT", "TUSTRESC": kind, "TULOC": les["site"],
+                  "TUEVAL": "INVESTIGATOR"}).to_csv(folder / "tu.csv", index=False)
+    pid = les.set_index("lesion_id")["patient_id"]
+    grp = kind.set_axis(les["lesion_id"])
+    m, a = cohort.measurements, cohort.assessments
+    study_day = lambda d: d.where(d < 0, d + 1)  # noqa: E731  SDTM has no day 0
+    tr_m = pd.DataFrame({"USUBJID": pid.loc[m["lesion_id"]].to_numpy(), "TRLNKID": m["lesion_id"],
+                         "TRGRPID": grp.loc[m["lesion_id"]].to_numpy(), "TRTESTCD": "LDIAM",
+                         "TRSTRESN": m["diameter_mm"], "TRDY": study_day(m["day"]), "TREVAL": "INVESTIGATOR"})
+    status = a["status"].map({"present": "PRESENT", "absent": "ABSENT", "PD": "UNEQUIVOCAL", "new": "UNEQUIVOCAL",
+                              "CR": "ABSENT", "PR": "PRESENT", "SD": "PRESENT", "NE": "PRESENT"})
+    tr_a = pd.DataFrame({"USUBJID": pid.loc[a["lesion_id"]].to_numpy(), "TRLNKID": a["lesion_id"],
+                         "TRGRPID": grp.loc[a["lesion_id"]].to_numpy(), "TRTESTCD": "TUMSTATE",
+                         "TRSTRESC": status, "TRDY": study_day(a["day"]), "TREVAL": "INVESTIGATOR"})
+    pd.concat([tr_m, tr_a], ignore_index=True).to_csv(folder / "tr.csv", index=False)
+
+
+@measurement("read-sdtm", "read_cohort(SDTM DM/TU/TR CSV domains made from the cohort)")
+def bench_read_sdtm(ctx: dict[str, Any]) -> None:
+    folder = Path(ctx["workdir"]) / "sdtm"
+    if not folder.exists():
+        _write_sdtm(ctx["sim"].cohort, folder)
+    c = _quiet_read(folder)
+    ctx["rows"] = f"{c.n_lesions:,} lesions, {len(c.measurements):,} measurements"
+
+
+@measurement("select", "select_patients(cohort): the paper's two exclusion criteria + CONSORT")
+def bench_select(ctx: dict[str, Any]) -> None:
+    from lesionatlas.data import select_patients
+
+    sel = select_patients(ctx["sim"].cohort)
+    ctx["rows"] = f"{sel.n_selected:,} of {ctx['sim'].cohort.n_patients:,} patients analysed"
+
+
 # ------------------------------------------------------------------------------------------ runner
 def _run(step: Step, ctx: dict[str, Any], *, trace: bool) -> tuple[float, float | None]:
     if trace:
