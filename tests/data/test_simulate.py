@@ -140,12 +140,13 @@ def test_paper_scale_best_response(paper):
     share = paper.cohort.patients["best_response"].value_counts(normalize=True) * 100
     assert set(share.index) <= {"CR", "PR", "SD", "PD", "NE"}
     # paper: CR 2.7, PR 34.2, SD 41.9, PD 18.1, NE 3. The emergent RECIST response of the growth model
-    # with the demo-fit typical values is deeper than the paper's (PR about 44%): looser bounds for PR/SD.
+    # with the demo-fit typical values is deeper than the paper's (PR about 41%, CR under 1%: see the
+    # module docstring), hence the looser bounds for PR.
     assert share.get("PD", 0) == pytest.approx(18.1, abs=3.0)
     assert share.get("NE", 0) == pytest.approx(3.0, abs=2.0)
     assert 0.3 < share.get("CR", 0) < 4.0
-    assert share.get("PR", 0) == pytest.approx(34.2, abs=12.0)
-    assert share.get("SD", 0) == pytest.approx(41.9, abs=8.0)
+    assert share.get("PR", 0) == pytest.approx(34.2, abs=8.5)
+    assert share.get("SD", 0) == pytest.approx(41.9, abs=5.0)
 
 
 def test_paper_scale_measurements_look_like_trial_data(paper):
@@ -187,10 +188,9 @@ def test_paper_scale_schedule(paper):
 
 def test_paper_scale_survival(paper):
     p = paper.cohort.patients
-    # OS median 443 days in the paper; PFS 247, but RECIST on diameters with the demo fit's residual error
-    # (b = 0.366) calls progression earlier (about 200 days: see the module docstring), so a wider bound
-    assert km_median(p["os_days"], p["os_event"]) == pytest.approx(443, rel=0.07)
-    assert km_median(p["pfs_days"], p["pfs_event"]) == pytest.approx(247, rel=0.3)
+    # OS median 443 days in the paper; PFS 247: about 224 days here, within 10% (see the module docstring)
+    assert km_median(p["os_days"], p["os_event"]) == pytest.approx(443, rel=0.05)
+    assert km_median(p["pfs_days"], p["pfs_event"]) == pytest.approx(247, rel=0.1)
     assert (p["pfs_days"] <= p["os_days"] + 1e-9).all()
     assert (p["pfs_days"] > 0).all() and (p["os_days"] > 0).all()
 
