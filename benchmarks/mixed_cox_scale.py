@@ -1,0 +1,99 @@
+"""Mixed-effects Cox at the paper's scale: lesionatlas MixedCox vs lifelines CoxPHFitter (no random effect).
+
+40,000 lesions in 4,300 patients, 24 fixed effects (organ with 17 levels -> 16 indicators, plus 8
+covariates), Weibull baseline, Gaussian random intercept (variance 0.5), ~35% censoring, days rounded
+(ties). Both fits use Efron ties, on the same table, in the same process.
+
+    .venv/bin/python benchmarks/mixed_cox_scale.py [--patients 4300] [--lesions 40000] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+
+def simulate(n_patients: int, n_lesions: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
+    rng = np.random.default_rng([seed, 6])
+    patient = np.sort(rng.integers(0, n_patients, n_lesions))
+    patient[:n_patients] = np.arange(n_patients)  # every patient has a lesion
+    patient = np.sort(patient)
+    organs = [f"organ{k:02d}" for k in range(17)]
+    organ_effect = rng.normal(0, 0.4, 17)
+    organ_effect[0] = 0.0
+    organ_idx = rng.integers(0, 17, n_lesions)
+    b = rng.normal(0, np.sqrt(0.5), n_patients)
+    cov_names = ["age_z", "bmi_z", "sex", "race", "surgery", "line", "treated", "size_z"]
+    patient_level = rng.normal(size=(n_patients, 7))
+    x = np.empty((n_lesions, 8))
+    x[:, 0] = patient_level[patient, 0]
+    x[:, 1] = patient_level[patient, 1]
+    x[:, 2] = (patient_level[patient, 2] > 0).astype(float)
+    x[:, 3] = (patient_level[patient, 3] > 1).astype(float)
+    x[:, 4] = (patient_level[patient, 4] > 0.3).astype(float)
+    x[:, 5] = (patient_level[patient, 5] > 0.5).astype(float)
+    x[:, 6] = (patient_level[patient, 6] > 0).astype(float)
+    x[:, 7] = rng.normal(size=n_lesions)
+    beta = np.array([0.2, -0.1, 0.1, 0.0, 0.3, 0.25, -0.5, 0.15])
+    eta = x @ beta + organ_effect[organ_idx] + b[patient]
+    t_event = 200.0 * (rng.exponential(size=n_lesions) * np.exp(-eta)) ** (1 / 1.3)
+    t_cens = rng.uniform(50, 600, n_lesions)
+    df = pd.DataFrame(x, columns=cov_names)
+    df["organ"] = np.array(organs)[organ_idx]
+    df["patient_id"] = patient
+    df["day"] = np.maximum(np.ceil(np.minimum(t_event, t_cens)), 1.0)
+    df["event"] = (t_event <= t_cens).astype(int)
+    return df, cov_names
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--patients", type=int, default=4300)
+    ap.add_argument("--lesions", type=int, default=40000)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    from lifelines import CoxPHFitter
+
+    from lesionatlas.hazards import MixedCox
+
+    df, covs = simulate(args.patients, args.lesions, args.seed)
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores ({cpu}); rows {len(df)}, patients "
+          f"{df.patient_id.nunique()}, events {int(df.event.sum())}, distinct days {df.day.nunique()}")
+
+    dummies = pd.get_dummies(df["organ"], prefix="organ", drop_first=True, dtype=float)
+    ll_df = pd.concat([df[covs + ["day", "event"]], dummies], axis=1)
+    t0 = time.perf_counter()
+    cph = CoxPHFitter().fit(ll_df, duration_col="day", event_col="event")
+    t_ll = time.perf_counter() - t0
+    print(f"lifelines CoxPHFitter (fixed effects only, {ll_df.shape[1] - 2} terms): {t_ll:.2f} s, "
+          f"loglik {cph.log_likelihood_:.3f}")
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for label, spec in [("MixedCox (sigma2 estimated + profile CI)", MixedCox()),
+                            ("MixedCox (sigma2 estimated, no profile CI)", MixedCox(profile_ci=False))]:
+            t0 = time.perf_counter()
+            fit = spec.fit(df, "day", "event", "patient_id", covs, {"organ": "organ00"})
+            t_mc = time.perf_counter() - t0
+            print(f"{label}: {t_mc:.2f} s  (ratio to lifelines {t_mc / t_ll:.2f}x); variance "
+                  f"{fit.random_effect_variance:.4f} (truth 0.5) CI {fit.random_effect_ci}, inner Newton "
+                  f"iterations {fit.n_iter}, variance values tried {len(fit.profile)}; fixed-only loglik "
+                  f"{fit.loglik_fixed_only:.3f}")
+        t0 = time.perf_counter()
+        fixed = MixedCox().fit(df, "day", "event", "patient_id", covs, {"organ": "organ00"}, sigma2=0.5)
+        print(f"MixedCox (sigma2 fixed at 0.5): {time.perf_counter() - t0:.2f} s")
+    beta_ll = cph.params_
+    ours = fit.coef
+    print("max |coef diff| MixedCox(sigma2 est.) vs lifelines fixed-only (not expected equal):",
+          f"{np.abs(ours.loc[['age_z', 'treated']].to_numpy() - beta_ll.loc[['age_z', 'treated']].to_numpy()).max():.3f}")
+    _ = fixed
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,625 @@
+r"""The mixed-effects Cox model (coxme's method): a table in, a :class:`MixedCoxFit` out.
+
+.. math:: h_{ij}(t) = h_0(t) \exp(x_{ij}\beta + b_i), \qquad b_i \sim N(0, \sigma^2)
+
+For a fixed :math:`\sigma^2` the penalised partial likelihood :math:`\ell(\beta, b) - b^\top b/(2
+\sigma^2)` is maximised jointly by Newton-Raphson; :math:`\sigma^2` maximises the Laplace-approximated
+integrated partial likelihood (coxme's *Integrated* log-likelihood), a bounded 1-D Brent search on
+:math:`\log\sigma^2`. Standard errors are the :math:`\beta` block of the inverse of minus the full
+penalised Hessian (coxme's choice). See :mod:`lesionatlas.hazards.partial_likelihood` for the algebra.
+
+References
+----------
+Therneau TM, Grambsch PM, Pankratz VS (2003). Penalized survival models and frailty. J Comput Graph
+Stat 12:156-175. Therneau TM (2024). coxme: Mixed Effects Cox Models, R package (``coxme.fit``).
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time as _time
+import warnings
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import scipy.optimize
+import scipy.stats
+
+from ..errors import ConfigError, ConvergenceWarning, DataError, ExclusionWarning
+from ..io import atomic_dir, write_json, write_table
+from .partial_likelihood import (
+    PenalizedFit,
+    cox_loglik,
+    fit_penalized,
+    group_index,
+    integrated_loglik,
+    risk_sets,
+)
+
+__all__ = ["MixedCox", "MixedCoxFit"]
+
+SUMMARY_COLUMNS = ["term", "coef", "se", "hazard_ratio", "ci_lower", "ci_upper", "p_value"]
+_CHI2_95 = float(scipy.stats.chi2.ppf(0.95, 1))
+
+
+@dataclass(frozen=True)
+class MixedCox:
+    """Cox model with a Gaussian random intercept per group, fitted as R's ``coxme``.
+
+    Parameters
+    ----------
+    ties : {"efron", "breslow"}
+        Handling of tied event times (coxme's default is Efron).
+    sparse : tuple (min_groups, max_fraction) or None
+        coxme's ``sparse`` control: when there are at least ``min_groups`` groups, the groups holding
+        at most ``max_fraction`` of the observations keep only the diagonal of their block of the
+        Hessian (the Laplace log-determinant and the variances use that approximation, the estimates
+        are the exact mode). ``None``: exact dense algebra (for up to a few hundred groups).
+    variance_bounds : (float, float)
+        Search interval of the random-effect variance.
+    tol_log_variance : float
+        Absolute tolerance of the search on log(variance).
+    max_iter : int
+        Newton iterations per variance value.
+    confidence : float
+        Level of the hazard-ratio intervals and of the profile-likelihood interval of the variance.
+    profile_ci : bool
+        Compute the profile-likelihood interval of the variance (a few more inner fits).
+    """
+
+    ties: Literal["efron", "breslow"] = "efron"
+    sparse: tuple[int, float] | None = (50, 0.02)
+    variance_bounds: tuple[float, float] = (1e-6, 50.0)
+    tol_log_variance: float = 1e-4
+    max_iter: int = 50
+    confidence: float = 0.95
+    profile_ci: bool = True
+
+    def fit(
+        self,
+        df: pd.DataFrame,
+        duration_col: str,
+        event_col: str,
+        group_col: str,
+        covariates: list[str] | tuple[str, ...] = (),
+        categorical: dict[str, Any] | None = None,
+        *,
+        sigma2: float | None = None,
+    ) -> MixedCoxFit:
+        """Fit the model.
+
+        Parameters
+        ----------
+        df : DataFrame, one row per observation (lesion).
+        duration_col, event_col, group_col : column names (time > 0 or >= 0; event 0/1 or bool;
+            the grouping, e.g. ``patient_id``).
+        covariates : numeric (or boolean) columns, and optionally categorical ones.
+        categorical : ``{column: reference_level}``; each column becomes indicator terms named
+            ``column[level]`` for every other level. Columns listed here need not be in ``covariates``.
+        sigma2 : None to estimate the random-effect variance, or a fixed value.
+
+        Returns
+        -------
+        MixedCoxFit
+
+        Raises
+        ------
+        ConfigError
+            Bad spec values, unknown columns, a reference level that is not in the data.
+        DataError
+            Non-numeric or negative durations, events not 0/1, no events, constant or collinear
+            covariates.
+        """
+        start_clock = _time.perf_counter()
+        _check_spec(self)
+        categorical = dict(categorical or {})
+        prepared = _prepare(df, duration_col, event_col, group_col, list(covariates), categorical)
+        if sigma2 is not None and not (isinstance(sigma2, (int, float)) and sigma2 > 0 and math.isfinite(sigma2)):
+            raise ConfigError(f"sigma2 must be a positive number or None (estimate it), got {sigma2!r}")
+        return _fit(self, prepared, sigma2, start_clock)
+
+
+def _check_spec(spec: MixedCox) -> None:
+    if spec.ties not in ("efron", "breslow"):
+        raise ConfigError(f"MixedCox.ties must be 'efron' or 'breslow', got {spec.ties!r}")
+    if spec.sparse is not None:
+        ok = (isinstance(spec.sparse, (tuple, list)) and len(spec.sparse) == 2 and spec.sparse[0] >= 0
+              and 0 <= spec.sparse[1] <= 1)
+        if not ok:
+            raise ConfigError(f"MixedCox.sparse must be None or (min_groups >= 0, max_fraction in [0, 1]), "
+                              f"got {spec.sparse!r}")
+    lo, hi = spec.variance_bounds
+    if not (0 < lo < hi < math.inf):
+        raise ConfigError(f"MixedCox.variance_bounds must satisfy 0 < low < high, got {spec.variance_bounds!r}")
+    if not 0 < spec.confidence < 1:
+        raise ConfigError(f"MixedCox.confidence must be in (0, 1), got {spec.confidence!r}")
+    if not spec.tol_log_variance > 0:
+        raise ConfigError(f"MixedCox.tol_log_variance must be > 0, got {spec.tol_log_variance!r}")
+    if not (isinstance(spec.max_iter, int) and spec.max_iter >= 1):
+        raise ConfigError(f"MixedCox.max_iter must be an integer >= 1, got {spec.max_iter!r}")
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class _Prepared:
+    time: np.ndarray
+    event: np.ndarray
+    x: np.ndarray
+    terms: list[str]
+    group_codes: np.ndarray
+    group_labels: np.ndarray
+    columns: dict[str, str]
+    covariates: list[str]
+    categorical: dict[str, Any]
+
+
+def _first(values: Any, k: int = 5) -> str:
+    vals = list(values)
+    more = f" (and {len(vals) - k} more)" if len(vals) > k else ""
+    return ", ".join(map(repr, vals[:k])) + more
+
+
+def _prepare(df: pd.DataFrame, duration_col: str, event_col: str, group_col: str, covariates: list[str],
+             categorical: dict[str, Any]) -> _Prepared:
+    if not isinstance(df, pd.DataFrame):
+        raise DataError(f"MixedCox.fit needs a pandas DataFrame, got {type(df).__name__}", code="hazards-input")
+    terms_cols = list(dict.fromkeys(list(covariates) + list(categorical)))
+    needed = [duration_col, event_col, group_col, *terms_cols]
+    missing = [c for c in dict.fromkeys(needed) if c not in df.columns]
+    if missing:
+        raise ConfigError(f"columns {_first(missing)} are not in the table; it has {_first(df.columns, 12)}",
+                          code="hazards-column")
+    for c in (duration_col, event_col, group_col):
+        if c in terms_cols:
+            raise ConfigError(f"column {c!r} is used both as a covariate and as duration/event/group",
+                              code="hazards-column")
+    frame = df[list(dict.fromkeys(needed))]
+    na = frame.isna()
+    if na.to_numpy().any():
+        bad = na.any(axis=1)
+        cols = [c for c in frame.columns if na[c].any()]
+        warnings.warn(f"{int(bad.sum())} of {len(frame)} rows have missing values (in {_first(cols)}) and are "
+                      "left out of the Cox model", ExclusionWarning, stacklevel=3)
+        frame = frame.loc[~bad]
+    if len(frame) == 0:
+        raise DataError("no rows left to fit the Cox model", code="hazards-empty")
+
+    dur = frame[duration_col]
+    if not (pd.api.types.is_numeric_dtype(dur) and not pd.api.types.is_bool_dtype(dur)):
+        raise DataError(f"{duration_col}: durations must be numeric, got dtype {dur.dtype}", code="hazards-duration")
+    time = dur.to_numpy(dtype=float)
+    if not np.isfinite(time).all():
+        raise DataError(f"{duration_col}: {int((~np.isfinite(time)).sum())} durations are not finite",
+                        code="hazards-duration")
+    if (time < 0).any():
+        rows = frame.index[time < 0]
+        raise DataError(f"{duration_col}: {len(rows)} durations are negative (rows {_first(rows)}); durations "
+                        "are times from the origin (e.g. treatment start) and must be >= 0", code="hazards-duration")
+    ev = frame[event_col]
+    if pd.api.types.is_bool_dtype(ev):
+        event = ev.to_numpy(dtype=float)
+    elif pd.api.types.is_numeric_dtype(ev):
+        event = ev.to_numpy(dtype=float)
+        if not np.isin(event, (0.0, 1.0)).all():
+            raise DataError(f"{event_col}: events must be 0/1 or boolean, got values "
+                            f"{_first(np.unique(event[~np.isin(event, (0.0, 1.0))]))}", code="hazards-event")
+    else:
+        raise DataError(f"{event_col}: events must be 0/1 or boolean, got dtype {ev.dtype}", code="hazards-event")
+    if event.sum() == 0:
+        raise DataError(f"{event_col}: there are no events; a Cox model needs at least one", code="hazards-no-events")
+
+    # categorical levels with no event: their coefficient is -infinity; the limit of the fit for all
+    # other parameters is the fit without their rows (their risk weight goes to zero), so drop them
+    keep = np.ones(len(frame), dtype=bool)
+    for col, ref in categorical.items():
+        values = frame[col]
+        levels = list(pd.unique(values))
+        if ref not in levels:
+            raise ConfigError(f"categorical[{col!r}]: reference level {ref!r} is not in the data; levels are "
+                              f"{_first(sorted(map(str, levels)), 20)}", code="hazards-reference")
+        no_events = [lv for lv in levels if event[(values == lv).to_numpy()].sum() == 0]
+        if ref in no_events:
+            raise DataError(f"categorical[{col!r}]: the reference level {ref!r} has no events; choose a reference "
+                            "level with events", code="hazards-reference")
+        if no_events:
+            mask = values.isin(no_events).to_numpy()
+            warnings.warn(f"{col}: levels {_first(no_events)} have no events, so their hazard ratio is 0 (not "
+                          f"estimable); their {int(mask.sum())} rows are left out, which is the limit of the fit "
+                          "for every other term", ExclusionWarning, stacklevel=3)
+            keep &= ~mask
+    if not keep.all():
+        frame, time, event = frame.loc[keep], time[keep], event[keep]
+
+    columns, terms = [], []
+    for col in terms_cols:
+        values = frame[col]
+        if col in categorical:
+            ref = categorical[col]
+            levels = [lv for lv in _sorted_levels(values) if lv != ref]
+            if not levels:
+                raise DataError(f"{col}: only the reference level {ref!r} is present; the term is constant",
+                                code="hazards-constant")
+            for lv in levels:
+                columns.append((values == lv).to_numpy(dtype=float))
+                terms.append(f"{col}[{lv}]")
+        elif pd.api.types.is_bool_dtype(values) or pd.api.types.is_numeric_dtype(values):
+            columns.append(values.to_numpy(dtype=float))
+            terms.append(col)
+        else:
+            raise DataError(f"{col}: covariate is not numeric (dtype {values.dtype}); list it in categorical="
+                            f"{{{col!r}: reference_level}} to use it as a factor", code="hazards-covariate")
+    x = np.column_stack(columns) if columns else np.zeros((len(frame), 0))
+    if not np.isfinite(x).all():
+        raise DataError("covariates contain infinite values", code="hazards-covariate")
+    const = [t for t, c in zip(terms, x.T) if np.ptp(c) == 0]
+    if const:
+        raise DataError(f"covariates {_first(const)} are constant after removing incomplete rows; remove them",
+                        code="hazards-constant")
+    if x.shape[1]:
+        xc = x - x.mean(0)
+        xc /= np.sqrt((xc**2).mean(0))
+        # correlation-matrix eigenvalues: cheap (p x p) and scale-free
+        eig = np.linalg.eigvalsh(xc.T @ xc / len(xc))
+        rank = int((eig > 1e-10 * max(eig.max(), 1.0)).sum())
+        if rank < x.shape[1]:
+            dropped = _collinear_terms(xc, terms)
+            raise DataError(f"covariates are collinear (rank {rank} < {x.shape[1]}): {_first(dropped)} are linear "
+                            "combinations of the others; remove them", code="hazards-collinear")
+    codes, labels = pd.factorize(frame[group_col], sort=True)
+    return _Prepared(time, event, x, terms, codes.astype(np.int64), np.asarray(labels),
+                     {"duration": duration_col, "event": event_col, "group": group_col}, list(covariates),
+                     dict(categorical))
+
+
+def _sorted_levels(values: pd.Series) -> list[Any]:
+    levels = list(pd.unique(values))
+    try:
+        return sorted(levels)
+    except TypeError:
+        return sorted(levels, key=str)
+
+
+def _collinear_terms(xc: np.ndarray, terms: list[str]) -> list[str]:
+    out, kept = [], []
+    for j in range(xc.shape[1]):
+        if np.linalg.matrix_rank(xc[:, kept + [j]]) == len(kept) + 1:
+            kept.append(j)
+        else:
+            out.append(terms[j])
+    return out
+
+
+def _fingerprint(time: np.ndarray, event: np.ndarray, codes: np.ndarray) -> str:
+    order = np.lexsort((codes, event, time))
+    blob = np.concatenate([time[order], event[order], codes[order].astype(float)]).tobytes()
+    return f"{zlib.crc32(blob):08x}"
+
+
+# ----------------------------------------------------------------------------- fit
+def _fit(spec: MixedCox, d: _Prepared, sigma2_fixed: float | None, start_clock: float) -> MixedCoxFit:
+    n, p = d.x.shape
+    rs = risk_sets(d.time, d.event, spec.ties)
+    center = d.x.mean(0) if p else np.zeros(0)
+    scale = np.sqrt(((d.x - center) ** 2).mean(0)) if p else np.zeros(0)
+    xs = ((d.x - center) / scale)[rs.order] if p else np.zeros((n, 0))
+
+    # groups: coxme's sparse rule (>= min_groups levels; the levels with <= max_fraction of rows sparse)
+    q = len(d.group_labels)
+    counts = np.bincount(d.group_codes, minlength=q)
+    if spec.sparse is not None and q >= spec.sparse[0]:
+        is_sparse = counts / n <= spec.sparse[1]
+    else:
+        is_sparse = np.zeros(q, dtype=bool)
+    if is_sparse.sum() == 1:  # a single sparse level is the same as dense (coxme)
+        is_sparse[:] = False
+    internal_order = np.concatenate([np.flatnonzero(is_sparse), np.flatnonzero(~is_sparse)])
+    to_internal = np.empty(q, dtype=np.int64)
+    to_internal[internal_order] = np.arange(q)
+    groups = group_index(to_internal[d.group_codes][rs.order], q, int(is_sparse.sum()), rs)
+
+    null_loglik = float(cox_loglik(np.zeros(n), rs))
+    fixed = fit_penalized(xs, rs, None, 1.0, max_iter=spec.max_iter)
+    messages: list[str] = []
+    if not fixed.converged:
+        messages.append(f"the fixed-effects Cox fit did not converge in {spec.max_iter} iterations")
+
+    state = {"b": np.zeros(q), "beta": fixed.beta, "n_inner": 0}
+    evaluated: dict[float, tuple[float, PenalizedFit]] = {}
+
+    def inner(log_s2: float) -> tuple[float, PenalizedFit]:
+        if log_s2 in evaluated:
+            return evaluated[log_s2]
+        s2 = math.exp(log_s2)
+        fit = fit_penalized(xs, rs, groups, s2, state["b"], state["beta"], max_iter=spec.max_iter)
+        state["n_inner"] += fit.n_iter
+        if fit.converged:
+            state["b"], state["beta"] = fit.b, fit.beta
+        value = integrated_loglik(fit, s2)
+        evaluated[log_s2] = (value, fit)
+        return value, fit
+
+    lo, hi = math.log(spec.variance_bounds[0]), math.log(spec.variance_bounds[1])
+    if sigma2_fixed is None:
+        res = scipy.optimize.minimize_scalar(lambda s: -inner(s)[0], bounds=(lo, hi), method="bounded",
+                                             options={"xatol": spec.tol_log_variance, "maxiter": 200})
+        log_hat = float(res.x)
+        # the bounded search never evaluates the end points; check the lower one (variance ~ 0)
+        if inner(lo)[0] >= inner(log_hat)[0]:
+            log_hat = lo
+        if log_hat - lo < 2 * spec.tol_log_variance:
+            messages.append("the random-effect variance is at the lower search bound: no detectable "
+                            "between-group variation")
+        if hi - log_hat < 2 * spec.tol_log_variance:
+            messages.append("the random-effect variance is at the upper search bound")
+    else:
+        log_hat = math.log(sigma2_fixed)
+    ilik, fit = inner(log_hat)
+    state["b"], state["beta"] = fit.b, fit.beta
+    if not fit.converged:
+        messages.append(f"the penalised Newton iteration did not converge in {spec.max_iter} iterations")
+
+    ci = (math.nan, math.nan)
+    if sigma2_fixed is None and spec.profile_ci:
+        target = ilik - scipy.stats.chi2.ppf(spec.confidence, 1) / 2.0
+
+        def f(s: float) -> float:
+            return inner(s)[0] - target
+
+        def bound(direction: int) -> float:
+            # step outwards from the estimate (1, 2, 4, ... on the log scale) to bracket the crossing,
+            # rather than evaluating far-off variances first
+            inside, step = log_hat, 0.5
+            while True:
+                step *= 2.0
+                s = min(max(log_hat + direction * step, lo), hi)
+                if f(s) <= 0:
+                    a, b = sorted((inside, s))
+                    return math.exp(scipy.optimize.brentq(f, a, b, xtol=1e-3))
+                if s in (lo, hi):
+                    return 0.0 if direction < 0 else math.inf
+                inside = s
+
+        ci = (bound(-1), bound(+1))
+
+    beta = fit.beta / scale if p else np.zeros(0)
+    cov = fit.cov_beta / np.outer(scale, scale) if p else np.zeros((0, 0))
+    se = np.sqrt(np.diag(cov))
+    z = scipy.stats.norm.ppf(0.5 + spec.confidence / 2)
+    summary = pd.DataFrame({
+        "term": d.terms, "coef": beta, "se": se, "hazard_ratio": np.exp(beta),
+        "ci_lower": np.exp(beta - z * se), "ci_upper": np.exp(beta + z * se),
+        "p_value": 2 * scipy.stats.norm.sf(np.abs(beta / se)),
+    }, columns=SUMMARY_COLUMNS)
+    large = summary.loc[np.abs(summary["coef"] * scale) > 15, "term"].tolist() if p else []
+    if large:
+        messages.append(f"coefficients of {_first(large)} are very large: the likelihood may be monotone "
+                        "(perfect separation); their estimates and standard errors are not reliable")
+    b = fit.b[to_internal]
+    random_effects = pd.DataFrame({"group": d.group_labels, "random_effect": b, "n_obs": counts,
+                                   "n_events": np.bincount(d.group_codes, weights=d.event, minlength=q).astype(int)})
+    profile = pd.DataFrame(sorted((math.exp(s), v) for s, (v, _) in evaluated.items()),
+                           columns=["variance", "loglik_integrated"])
+    for m in messages:
+        warnings.warn(m, ConvergenceWarning, stacklevel=3)
+    return MixedCoxFit(
+        spec=spec,
+        summary_table=summary,
+        covariance=cov,
+        random_effect_variance=math.exp(log_hat),
+        random_effect_ci=ci,
+        random_effects=random_effects,
+        loglik_integrated=float(ilik),
+        loglik_penalized=float(fit.penalized),
+        loglik_fixed_only=float(fixed.loglik),
+        loglik_null=null_loglik,
+        variance_estimated=sigma2_fixed is None,
+        n_obs=n,
+        n_events=int(d.event.sum()),
+        n_groups=q,
+        n_sparse_groups=int(is_sparse.sum()),
+        n_iter=int(state["n_inner"]),
+        converged=bool(fit.converged),
+        messages=tuple(messages),
+        profile=profile,
+        columns=dict(d.columns),
+        covariates=tuple(d.covariates),
+        categorical={k: v for k, v in d.categorical.items()},
+        fingerprint=_fingerprint(d.time, d.event, d.group_codes),
+        elapsed_s=_time.perf_counter() - start_clock,
+    )
+
+
+# ----------------------------------------------------------------------------- result
+@dataclass(frozen=True, eq=False)
+class MixedCoxFit:
+    """A fitted :class:`MixedCox` model.
+
+    Attributes
+    ----------
+    random_effect_variance : float
+        :math:`\\hat\\sigma^2` (coxme's ``Variance`` of the random intercept).
+    random_effect_ci : (float, float)
+        Profile-likelihood interval of the variance from the integrated log-likelihood (lower 0 when
+        the profile does not drop enough towards 0; NaN when the variance was fixed).
+    random_effects : DataFrame
+        ``group, random_effect, n_obs, n_events``: the penalised-likelihood estimates :math:`\\hat b`.
+    loglik_integrated, loglik_penalized : float
+        coxme's *Integrated* and *Penalized* log-likelihoods.
+    loglik_fixed_only : float
+        Maximised log partial likelihood of the same fixed effects without random effect.
+    loglik_null : float
+        Log partial likelihood at :math:`\\beta = 0` (coxme's *NULL*).
+    profile : DataFrame
+        ``variance, loglik_integrated`` at every variance evaluated (the search trace).
+    """
+
+    spec: MixedCox
+    summary_table: pd.DataFrame
+    covariance: np.ndarray
+    random_effect_variance: float
+    random_effect_ci: tuple[float, float]
+    random_effects: pd.DataFrame
+    loglik_integrated: float
+    loglik_penalized: float
+    loglik_fixed_only: float
+    loglik_null: float
+    variance_estimated: bool
+    n_obs: int
+    n_events: int
+    n_groups: int
+    n_sparse_groups: int
+    n_iter: int
+    converged: bool
+    messages: tuple[str, ...]
+    profile: pd.DataFrame
+    columns: dict[str, str]
+    covariates: tuple[str, ...]
+    categorical: dict[str, Any]
+    fingerprint: str
+    elapsed_s: float = field(default=math.nan, compare=False)
+
+    # --- tables
+    def summary(self) -> pd.DataFrame:
+        """Fixed effects: ``term, coef, se, hazard_ratio, ci_lower, ci_upper, p_value`` (Wald)."""
+        return self.summary_table.copy()
+
+    @property
+    def hazard_ratios(self) -> pd.DataFrame:
+        """Alias of :meth:`summary` (one row per term)."""
+        return self.summary()
+
+    @property
+    def coef(self) -> pd.Series:
+        return self.summary_table.set_index("term")["coef"]
+
+    @property
+    def n_params(self) -> int:
+        """Fixed effects plus one for an estimated variance."""
+        return len(self.summary_table) + int(self.variance_estimated)
+
+    # --- tests
+    def lrt(self, other: MixedCoxFit) -> tuple[float, int, float]:
+        """Likelihood-ratio test between nested models fitted to the same data.
+
+        Uses the integrated log-likelihoods (as coxme's ``anova``); ``df`` is the difference in the
+        number of parameters (fixed effects, plus one for an estimated variance).
+
+        Returns
+        -------
+        (statistic, df, p_value)
+        """
+        if not isinstance(other, MixedCoxFit):
+            raise ConfigError(f"lrt needs another MixedCoxFit, got {type(other).__name__}")
+        if other.fingerprint != self.fingerprint or other.n_obs != self.n_obs:
+            raise ConfigError("lrt: the two models were not fitted to the same observations (after dropping "
+                              "incomplete rows); fit both on the same rows", code="hazards-lrt")
+        big, small = (self, other) if self.n_params >= other.n_params else (other, self)
+        df = big.n_params - small.n_params
+        if df == 0:
+            raise ConfigError("lrt: the models have the same number of parameters, so they are not nested",
+                              code="hazards-lrt")
+        stat = max(0.0, 2.0 * (big.loglik_integrated - small.loglik_integrated))
+        return stat, df, float(scipy.stats.chi2.sf(stat, df))
+
+    def lrt_random_effect(self) -> tuple[float, int, float]:
+        """LRT of the random effect: integrated log-likelihood vs the fixed-effects Cox model.
+
+        The p-value is the naive chi-square(1) one, as coxme's ``anova`` against ``coxph``; the
+        variance is on the boundary under the null, so halving it gives the (less conservative)
+        50:50 mixture p-value.
+        """
+        stat = max(0.0, 2.0 * (self.loglik_integrated - self.loglik_fixed_only))
+        return stat, 1, float(scipy.stats.chi2.sf(stat, 1))
+
+    # --- people
+    def __repr__(self) -> str:
+        lines = [
+            f"<MixedCoxFit: {self.n_obs} observations, {self.n_events} events, {self.n_groups} groups "
+            f"({self.columns.get('group')}); ties={self.spec.ties}>",
+            f"  random-effect variance {self.random_effect_variance:.4g}"
+            + (f" (profile {self.spec.confidence:.0%} CI {self.random_effect_ci[0]:.4g} to "
+               f"{self.random_effect_ci[1]:.4g})" if self.variance_estimated and self.spec.profile_ci else
+               (" (fixed)" if not self.variance_estimated else "")),
+            f"  log-likelihood: integrated {self.loglik_integrated:.3f}, penalized {self.loglik_penalized:.3f}, "
+            f"fixed-only {self.loglik_fixed_only:.3f}, null {self.loglik_null:.3f}",
+        ]
+        if len(self.summary_table):
+            lines.append(self.summary_table.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        return f"<pre>{self.__repr__().splitlines()[0]}</pre>" + self.summary_table.to_html(index=False)
+
+    # --- files
+    def to_dir(self, path: str | Path) -> Path:
+        """Write ``summary``, ``random_effects``, ``profile``, ``covariance`` (Parquet + CSV) and ``meta.json``."""
+        path = Path(path)
+        with atomic_dir(path) as tmp:
+            write_table(self.summary_table, tmp, "summary")
+            write_table(self.random_effects.assign(group=self.random_effects["group"].astype(str)), tmp,
+                        "random_effects")
+            write_table(self.profile, tmp, "profile")
+            cov = pd.DataFrame(self.covariance, columns=list(self.summary_table["term"]))
+            write_table(cov, tmp, "covariance")
+            meta = {
+                "kind": "MixedCoxFit",
+                "spec": asdict(self.spec),
+                "random_effect_variance": self.random_effect_variance,
+                "random_effect_ci": list(self.random_effect_ci),
+                "loglik_integrated": self.loglik_integrated,
+                "loglik_penalized": self.loglik_penalized,
+                "loglik_fixed_only": self.loglik_fixed_only,
+                "loglik_null": self.loglik_null,
+                "variance_estimated": self.variance_estimated,
+                "n_obs": self.n_obs, "n_events": self.n_events, "n_groups": self.n_groups,
+                "n_sparse_groups": self.n_sparse_groups, "n_iter": self.n_iter, "converged": self.converged,
+                "messages": list(self.messages), "columns": self.columns, "covariates": list(self.covariates),
+                "categorical": {k: _jsonable(v) for k, v in self.categorical.items()},
+                "fingerprint": self.fingerprint, "elapsed_s": self.elapsed_s,
+                "versions": {"python": platform.python_version(), "numpy": np.__version__,
+                             "pandas": pd.__version__, "scipy": scipy.__version__},
+            }
+            write_json(tmp / "meta.json", meta)
+        return path
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> MixedCoxFit:
+        """Read a result written by :meth:`to_dir`."""
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text())
+        if meta.get("kind") != "MixedCoxFit":
+            raise DataError(f"{path}: not a MixedCoxFit folder (meta.json kind={meta.get('kind')!r})")
+        spec_d = dict(meta["spec"])
+        spec_d["sparse"] = tuple(spec_d["sparse"]) if spec_d["sparse"] is not None else None
+        spec_d["variance_bounds"] = tuple(spec_d["variance_bounds"])
+        summary = pd.read_parquet(path / "summary.parquet")
+        cov = pd.read_parquet(path / "covariance.parquet").to_numpy()
+        return cls(
+            spec=MixedCox(**spec_d),
+            summary_table=summary,
+            covariance=cov,
+            random_effect_variance=meta["random_effect_variance"],
+            random_effect_ci=tuple(float(v) for v in meta["random_effect_ci"]),
+            random_effects=pd.read_parquet(path / "random_effects.parquet"),
+            loglik_integrated=meta["loglik_integrated"],
+            loglik_penalized=meta["loglik_penalized"],
+            loglik_fixed_only=meta["loglik_fixed_only"],
+            loglik_null=meta["loglik_null"],
+            variance_estimated=meta["variance_estimated"],
+            n_obs=meta["n_obs"], n_events=meta["n_events"], n_groups=meta["n_groups"],
+            n_sparse_groups=meta["n_sparse_groups"], n_iter=meta["n_iter"], converged=meta["converged"],
+            messages=tuple(meta["messages"]), profile=pd.read_parquet(path / "profile.parquet"),
+            columns=meta["columns"], covariates=tuple(meta["covariates"]), categorical=meta["categorical"],
+            fingerprint=meta["fingerprint"], elapsed_s=meta["elapsed_s"],
+        )
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, np.generic):
+        return v.item()
+    return v
