@@ -175,6 +175,62 @@ def demo(
     _console().print(f"cohort: {out / 'cohort'}  truth: {out / 'cohort' / 'truth'}  selection: {out / 'selection'}")
 
 
+@app.command("fit-tgi")
+def fit_tgi_command(
+    data: Annotated[Path, typer.Argument(help="A tidy folder, a Monolix-style CSV or an SDTM folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for population.csv, individual.csv, diagnostics/ and fit/.")],
+    format: FormatOpt = None,
+    seed: SeedOpt = 0,
+    id: IdOpt = None,
+    time: TimeOpt = None,
+    dv: DvOpt = None,
+    cens: CensOpt = None,
+    limit: LimitOpt = None,
+    evaluator: EvaluatorOpt = None,
+    sdtm_suffix: SuffixOpt = None,
+    iterations: Annotated[Optional[str], typer.Option("--iterations", help="SAEM iterations K1,K2: exploratory and smoothing phases (default 300,200).")] = None,
+) -> None:
+    """Fit the tumor growth model (SAEM) to the target lesions; write estimates and diagnostic plots."""
+    import dataclasses
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from .data import read_cohort
+    from .errors import ConfigError
+    from .tgi import TGIModel
+
+    spec = TGIModel()
+    if iterations is not None:
+        try:
+            n_explore, n_smooth = (int(part) for part in iterations.split(","))
+        except ValueError:
+            raise ConfigError(
+                f"--iterations must be two integers K1,K2 (exploratory, smoothing), e.g. 300,200; got {iterations!r}",
+                code="bad-option",
+            ) from None
+        spec = dataclasses.replace(spec, n_explore=n_explore, n_smooth=n_smooth)
+    err = _console(stderr=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with err.status(f"reading {data}"):
+            cohort = read_cohort(data, format, **_reader_options(id, time, dv, cens, limit, evaluator, sdtm_suffix))
+        columns = (TextColumn("SAEM"), BarColumn(), MofNCompleteColumn(), TextColumn("iterations"), TimeElapsedColumn())
+        with Progress(*columns, console=err) as bar:
+            task = bar.add_task("saem", total=spec.n_burn_in + spec.n_explore + spec.n_smooth)
+            fit = spec.fit(cohort, seed=seed, progress=lambda done, total, _: bar.update(task, completed=done, total=total))
+        with err.status("writing tables and diagnostic plots"):
+            out.mkdir(parents=True, exist_ok=True)
+            fit.population.to_csv(out / "population.csv", index=False)
+            fit.individual.to_csv(out / "individual.csv", index=False)
+            fit.write_diagnostics(out / "diagnostics")
+            fit.to_dir(out / "fit")
+    _show_warnings(caught)
+    summary = fit.summary()
+    shown = summary.assign(**{c: summary[c].map(lambda v: "" if v != v else f"{v:.4g}") for c in summary.columns[1:]})
+    _print_table(shown, f"Tumor growth model: {fit.n_lesions:,} lesions, {fit.n_obs:,} observations (seed {seed})")
+    _console().print(f"written to {out} (population.csv, individual.csv, diagnostics/, fit/)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code instead of raising."""
     args = list(sys.argv[1:] if argv is None else argv)

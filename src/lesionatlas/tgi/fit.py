@@ -261,6 +261,10 @@ class TGIFit:
         Log-likelihood by importance sampling (None when ``n_is_draws = 0``).
     diagnostics : dict
         Counts, shrinkage, flags and warnings raised.
+    observations : DataFrame
+        The rows the model was fitted to: ``lesion_id, day, volume_mm3`` (for a censored row, the upper
+        bound of its interval), ``below_limit``, ``lower_limit_mm3`` (NaN for plain M3 and observed
+        rows); the input of the goodness-of-fit diagnostics (:mod:`lesionatlas.tgi.diagnostics`).
 
     Notes
     -----
@@ -278,6 +282,9 @@ class TGIFit:
     n_lesions: int
     n_obs: int
     diagnostics: dict[str, Any] = field(default_factory=dict)
+    observations: pd.DataFrame | None = None
+    # simulations, residuals and VPC tables computed on first use (see lesionatlas.tgi.diagnostics)
+    _cache: dict[str, Any] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     # ------------------------------------------------------------------ numbers
     @property
@@ -364,6 +371,8 @@ class TGIFit:
             write_table(self.population, tmp, "population")
             write_table(self.individual, tmp, "individual")
             write_table(self.trace, tmp, "trace")
+            if self.observations is not None:
+                write_table(self.observations, tmp, "observations")
             write_json(
                 tmp / "meta.json",
                 {
@@ -399,6 +408,9 @@ class TGIFit:
             n_lesions=int(meta["n_lesions"]),
             n_obs=int(meta["n_obs"]),
             diagnostics=meta["diagnostics"],
+            observations=(
+                pd.read_parquet(path / "observations.parquet") if (path / "observations.parquet").exists() else None
+            ),
         )
 
     def equals(self, other: TGIFit) -> bool:
@@ -410,7 +422,70 @@ class TGIFit:
             and self.individual.equals(other.individual)
             and self.trace.equals(other.trace)
             and self.loglik == other.loglik
+            and (
+                (self.observations is None and other.observations is None)
+                or (
+                    self.observations is not None
+                    and other.observations is not None
+                    and self.observations.equals(other.observations)
+                )
+            )
         )
+
+    # ------------------------------------------------------------------ diagnostics
+    def residuals(self, *, n_simulations: int = 200, seed: int = 0) -> pd.DataFrame:
+        """Per-observation predictions, IWRES and NPDE; see :func:`lesionatlas.tgi.diagnostics.residual_table`."""
+        from .diagnostics import residual_table
+
+        return residual_table(self, n_simulations=n_simulations, seed=seed)
+
+    def vpc(self, *, n_simulations: int = 200, n_bins: int = 8, seed: int = 0) -> Any:
+        """Visual predictive check as data; see :func:`lesionatlas.tgi.diagnostics.vpc_table`."""
+        from .diagnostics import vpc_table
+
+        return vpc_table(self, n_simulations=n_simulations, n_bins=n_bins, seed=seed)
+
+    def plot_observed_vs_predicted(self, ax: Any = None, *, kind: str = "individual") -> Any:
+        """Observed vs individual (``kind="individual"``) or population predictions; returns the Axes."""
+        from .diagnostics import plot_observed_vs_predicted
+
+        return plot_observed_vs_predicted(self, ax=ax, kind=kind)
+
+    def plot_residuals(self, ax: Any = None, *, x: str = "day", kind: str = "iwres") -> Any:
+        """IWRES or NPDE (``kind``) against ``x`` = ``"day"`` or ``"prediction"``; returns the Axes."""
+        from .diagnostics import plot_residuals
+
+        return plot_residuals(self, ax=ax, x=x, kind=kind)
+
+    def plot_vpc(self, ax: Any = None) -> Any:
+        """VPC: observed 10/50/90th percentiles over the simulated ones' prediction intervals (Axes)."""
+        from .diagnostics import plot_vpc
+
+        return plot_vpc(self, ax=ax)
+
+    def plot_vpc_censored(self, ax: Any = None) -> Any:
+        """VPC of the proportion of observations below the limit per time bin (Axes)."""
+        from .diagnostics import plot_vpc_censored
+
+        return plot_vpc_censored(self, ax=ax)
+
+    def plot_trace(self) -> Any:
+        """SAEM trajectories of every population parameter; returns the Figure."""
+        from .diagnostics import plot_trace
+
+        return plot_trace(self)
+
+    def plot_individual_fits(self, *, n: int = 12, seed: int = 0, lesion_ids: Any = None) -> Any:
+        """Observations and fitted curves of a sample of lesions; returns the Figure."""
+        from .diagnostics import plot_individual_fits
+
+        return plot_individual_fits(self, n=n, seed=seed, lesion_ids=lesion_ids)
+
+    def write_diagnostics(self, folder: str | Path) -> list[Path]:
+        """Write every diagnostic plot as a PNG into ``folder``; returns the paths."""
+        from .diagnostics import write_diagnostics
+
+        return write_diagnostics(self, folder)
 
 
 # ----------------------------------------------------------------------------- the fit
@@ -660,7 +735,21 @@ def _fit_arrays(
             ConvergenceWarning,
             stacklevel=4,
         )
+    obs = arrays.obs_mask[:n]
+    rows, cols = np.nonzero(obs)
+    observations = pd.DataFrame(
+        {
+            "lesion_id": pd.Series(arrays.lesion_id[rows], dtype="string"),
+            "day": arrays.t[:n][rows, cols],
+            "volume_mm3": arrays.y[:n][rows, cols],
+            "below_limit": arrays.censored[:n][rows, cols],
+            "lower_limit_mm3": np.where(
+                np.isfinite(arrays.lower[:n][rows, cols]), arrays.lower[:n][rows, cols], np.nan
+            ),
+        }
+    )
     return {
+        "observations": observations,
         "population": population,
         "individual": individual,
         "trace": trace,

@@ -1,0 +1,630 @@
+r"""Goodness-of-fit diagnostics of a fitted tumor growth model, as tables and as plots.
+
+Tables (computed on first use, cached on the :class:`~lesionatlas.tgi.fit.TGIFit`, seeded):
+
+- :func:`residual_table`: one row per fitted observation with the population prediction (typical
+  parameters, ``pred_mm3``), the individual prediction (conditional mode, ``ipred_mm3``), IWRES, and
+  the simulation-based NPD and NPDE.
+- :func:`vpc_table`: a visual predictive check with censoring: observed 10th/50th/90th percentiles per
+  time bin against the prediction intervals of the same percentiles in data sets simulated from the
+  fitted population model at the observed design, and the proportion of censored rows per bin.
+
+Censored rows (below the limit)
+-------------------------------
+- IWRES: the censored value is imputed by a draw from the individual predictive distribution
+  :math:`N(\mathrm{IPRED}, g^2)` truncated to the row's interval (``(-inf, limit]`` for M3, ``[LIMIT,
+  DV]`` with a Monolix LIMIT column), as Monolix does; ``imputed_mm3`` holds the draw and ``below_limit``
+  marks the row, which the plots draw distinctly.
+- NPDE (Brendel et al. 2006; Comets et al. 2008; censoring as Nguyen et al. 2012, the R package
+  ``npde`` 2.0): ``pd`` of a censored row is drawn uniformly between the predictive probabilities of its
+  bounds, and the observation is imputed as the simulated quantile at that ``pd``; observed and simulated
+  vectors of each lesion are then decorrelated with the Cholesky factor of the simulated covariance, and
+  :math:`\mathrm{npde} = \Phi^{-1}(\mathrm{pde})`, ``pde`` clipped to :math:`[1/2K, 1 - 1/2K]`. The
+  simulations themselves are not censored (the model predicts the full distribution).
+- VPC: observed and simulated values below a row's limit are set to that limit, so both sets of
+  percentiles are computed the same way; a percentile at the limit is flagged (``observed_below_limit``)
+  since it only says that at least that share of the bin is censored; the censored proportion has its own
+  panel (Bergstrand et al. 2009).
+
+The simulations draw individual parameters from the population distribution (typical values and omegas)
+and residuals from the error model, at every lesion's own V0, T0 and observation days. Note that real
+(and the simulator's) scanning stops at progression, so late bins of a VPC hold the lesions that did
+not progress; such a design-driven shift is expected in the upper percentiles of late bins.
+
+Plots take an ``ax`` (or return a new Agg-backed :class:`matplotlib.figure.Figure` that touches no
+global pyplot state); matplotlib is imported inside the functions so that ``import lesionatlas.tgi``
+stays light.
+
+References
+----------
+Brendel K, Comets E, Laffont C, Laveille C, Mentré F (2006). Metrics for external model evaluation with
+an application to the population pharmacokinetics of gliclazide. Pharm Res 23:2036-2049.
+Nguyen THT, Comets E, Mentré F (2012). Extension of NPDE for evaluation of nonlinear mixed effect models
+in presence of data below the quantification limit. J Pharmacokinet Pharmacodyn 39:499-518.
+Bergstrand M, Hooker AC, Karlsson MO (2009). Visual predictive checks for censored and categorical data.
+AAPS J 11:S1.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ..config import DEFAULT_LIMIT_MM3
+from ..errors import ConfigError, DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fit import TGIFit
+
+_STAGE_ID = zlib.crc32(b"tgi.diagnostics") & 0x7FFFFFFF
+_REPLICATE_CHUNK = 25
+_LESION_CHUNK = 1024
+_CENSORED_COLOR = "tab:red"
+_OBSERVED_COLOR = "tab:blue"
+
+
+# ----------------------------------------------------------------------------- numbers
+def _log_volume(t: np.ndarray, log_kg: np.ndarray, log_kd: np.ndarray, logit_f: np.ndarray,
+                log_v0: np.ndarray, t0: np.ndarray) -> np.ndarray:
+    """The model's log volume in numpy (same formula as :func:`lesionatlas.tgi.model.log_volume_phi`)."""
+    kg, kd = np.exp(log_kg), np.exp(log_kd)
+    log_f, log_1mf = -np.logaddexp(0.0, -logit_f), -np.logaddexp(0.0, logit_f)
+    with np.errstate(over="ignore"):
+        after = log_v0 - kg * t0 + np.logaddexp(log_f + kg * t, log_1mf - kd * t)
+    return np.where(t < 0, log_v0 + kg * (t - t0), after)
+
+
+def _error_sd(v: np.ndarray, a: float, b: float, error_model: str) -> np.ndarray:
+    if error_model == "proportional":
+        return b * np.abs(v)
+    if error_model == "constant":
+        return np.full_like(v, a)
+    return a + b * np.abs(v)
+
+
+@dataclass(frozen=True)
+class _Design:
+    """Observation rows of a fit as flat arrays (``row`` = index into ``fit.individual``)."""
+
+    lesion: np.ndarray
+    t: np.ndarray
+    y: np.ndarray
+    lower: np.ndarray
+    censored: np.ndarray
+    upper_limit: np.ndarray  # a row's censoring limit: its own bound when censored, else the fit's limit
+    log_v0: np.ndarray
+    t0: np.ndarray
+    mu: np.ndarray
+    omega: np.ndarray
+    a: float
+    b: float
+    error_model: str
+
+
+def _design(fit: TGIFit) -> _Design:
+    if "design" in fit._cache:
+        return fit._cache["design"]
+    if fit.observations is None:
+        raise DataError(
+            "this TGIFit carries no observations table (read from a folder written before diagnostics "
+            "existed); refit the model to get diagnostics",
+            code="tgi-no-observations",
+        )
+    obs = fit.observations
+    ind = fit.individual
+    lesion = pd.Index(ind["lesion_id"].astype(str)).get_indexer(obs["lesion_id"].astype(str))
+    if (lesion < 0).any():
+        raise DataError("observations: lesion ids missing from the individual table", code="tgi-no-observations")
+    pop = fit.population.set_index("parameter")["estimate"]
+    limit = float(fit.diagnostics.get("limit_mm3", DEFAULT_LIMIT_MM3))
+    y = obs["volume_mm3"].to_numpy(float)
+    censored = obs["below_limit"].to_numpy(bool)
+    lower = obs["lower_limit_mm3"].to_numpy(float)
+    lower = np.where(np.isnan(lower), -np.inf, lower)
+    f_pop = float(pop["f_pop"])
+    design = _Design(
+        lesion=lesion,
+        t=obs["day"].to_numpy(float),
+        y=y,
+        lower=lower,
+        censored=censored,
+        upper_limit=np.where(censored, y, limit),
+        log_v0=np.log(ind["v0_mm3"].to_numpy(float))[lesion],
+        t0=ind["t0_day"].to_numpy(float)[lesion],
+        mu=np.array([math.log(pop["kg_pop"]), math.log(pop["kd_pop"]), math.log(f_pop / (1 - f_pop))]),
+        omega=np.array([pop["omega_kg"], pop["omega_kd"], pop["omega_f"]], float),
+        a=float(pop.get("a", 0.0)),
+        b=float(pop.get("b", 0.0)),
+        error_model=fit.spec.error_model,
+    )
+    fit._cache["design"] = design
+    return design
+
+
+def _rng(fit: TGIFit, seed: int, purpose: str) -> np.random.Generator:
+    return np.random.default_rng([_STAGE_ID, int(fit.seed), int(seed), zlib.crc32(purpose.encode())])
+
+
+def simulate_observations(fit: TGIFit, *, n_simulations: int = 200, seed: int = 0) -> np.ndarray:
+    """Observations simulated from the fitted population model at the observed design (uncensored).
+
+    Returns an array ``(n_simulations, n_observations)`` in the row order of ``fit.observations``; cached.
+    Each replicate draws new individual parameters for every lesion (typical values and omegas of the fit)
+    and new residual errors.
+    """
+    if isinstance(n_simulations, bool) or not isinstance(n_simulations, (int, np.integer)) or n_simulations < 10:
+        raise ConfigError(f"n_simulations must be an integer >= 10, got {n_simulations!r}")
+    key = ("simulations", int(n_simulations), int(seed))
+    if key in fit._cache:
+        return fit._cache[key]
+    d = _design(fit)
+    rng = _rng(fit, seed, "simulate")
+    n_les = len(fit.individual)
+    out = np.empty((n_simulations, len(d.t)))
+    for start in range(0, n_simulations, _REPLICATE_CHUNK):
+        k = min(_REPLICATE_CHUNK, n_simulations - start)
+        phi = d.mu + d.omega * rng.standard_normal((k, n_les, 3))
+        lv = _log_volume(d.t, phi[:, d.lesion, 0], phi[:, d.lesion, 1], phi[:, d.lesion, 2], d.log_v0, d.t0)
+        v = np.exp(np.minimum(lv, 700.0))
+        out[start:start + k] = v + _error_sd(v, d.a, d.b, d.error_model) * rng.standard_normal(v.shape)
+    fit._cache[key] = out
+    return out
+
+
+def _imputed_iwres(d: _Design, ipred: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    from scipy.stats import truncnorm
+
+    sd = _error_sd(ipred, d.a, d.b, d.error_model)
+    imputed = d.y.copy()
+    c = np.flatnonzero(d.censored)
+    if c.size:
+        lo = (d.lower[c] - ipred[c]) / sd[c]
+        hi = (d.y[c] - ipred[c]) / sd[c]
+        u = rng.uniform(size=c.size)
+        with np.errstate(all="ignore"):
+            draw = truncnorm.ppf(u, lo, hi)
+        draw = np.where(np.isfinite(draw), draw, np.clip(0.0, lo, hi))
+        imputed[c] = ipred[c] + sd[c] * draw
+    return imputed, (imputed - ipred) / sd
+
+
+def _npde(d: _Design, sims: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(npd, npde, y imputed for the NPDE) per observation; see the module docstring."""
+    from scipy.special import ndtri
+
+    k = sims.shape[0]
+    below_upper = (sims < d.y).mean(axis=0)
+    below_lower = (sims < d.lower).mean(axis=0)
+    pd_obs = np.where(d.censored, below_lower + rng.uniform(size=len(d.y)) * (below_upper - below_lower),
+                      below_upper)
+    y_imp = d.y.copy()
+    c = np.flatnonzero(d.censored)
+    if c.size:
+        ordered = np.sort(sims[:, c], axis=0)
+        idx = np.clip(np.floor(pd_obs[c] * k).astype(int), 0, k - 1)
+        y_imp[c] = ordered[idx, np.arange(c.size)]
+    lo, hi = 1.0 / (2 * k), 1.0 - 1.0 / (2 * k)
+    npd = ndtri(np.clip(pd_obs, lo, hi))
+    # decorrelation, lesion by lesion (padded to the longest series, in chunks of lesions)
+    order = np.argsort(d.lesion, kind="stable")
+    les_sorted = d.lesion[order]
+    starts = np.flatnonzero(np.r_[True, les_sorted[1:] != les_sorted[:-1]])
+    counts = np.diff(np.r_[starts, len(order)])
+    pos = np.arange(len(order)) - np.repeat(starts, counts)
+    group = np.repeat(np.arange(len(starts)), counts)
+    m = int(counts.max())
+    npde = np.empty(len(d.y))
+    for g0 in range(0, len(starts), _LESION_CHUNK):
+        g1 = min(g0 + _LESION_CHUNK, len(starts))
+        sel = (group >= g0) & (group < g1)
+        rows, gi, pi = order[sel], group[sel] - g0, pos[sel]
+        n_g = g1 - g0
+        y_pad = np.zeros((n_g, m))
+        s_pad = np.zeros((n_g, k, m))
+        mask = np.zeros((n_g, m), bool)
+        y_pad[gi, pi] = y_imp[rows]
+        s_pad[gi, :, pi] = sims[:, rows].T
+        mask[gi, pi] = True
+        mean = s_pad.mean(axis=1)
+        centred = s_pad - mean[:, None, :]
+        cov = np.einsum("gki,gkj->gij", centred, centred) / (k - 1)
+        diag = np.einsum("gii->gi", cov)
+        scale = np.where(mask, diag, 1.0)
+        cov = cov + np.eye(m)[None] * np.where(mask, 1e-10 * scale, 1.0)[:, None, :]
+        try:
+            chol = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:  # fall back to the symmetric inverse square root ("polar")
+            w, v = np.linalg.eigh(cov)
+            w = np.maximum(w, 1e-12 * w.max(axis=1, keepdims=True))
+            chol = np.einsum("gij,gj,gkj->gik", v, np.sqrt(w), v)
+        y_dec = np.linalg.solve(chol, (y_pad - mean)[..., None])[..., 0]
+        s_dec = np.linalg.solve(chol, np.swapaxes(centred, 1, 2))  # (g, m, k)
+        pde = (s_dec < y_dec[..., None]).mean(axis=2)
+        npde[rows] = ndtri(np.clip(pde[gi, pi], lo, hi))
+    return npd, npde, y_imp
+
+
+def residual_table(fit: TGIFit, *, n_simulations: int = 200, seed: int = 0) -> pd.DataFrame:
+    """Predictions and residuals of every fitted observation (cached on the fit).
+
+    Returns
+    -------
+    DataFrame
+        ``lesion_id, day, observed_mm3`` (a censored row: its upper bound), ``below_limit,
+        lower_limit_mm3, pred_mm3`` (typical parameters), ``ipred_mm3`` (conditional mode),
+        ``imputed_mm3`` (the observed value, or for a censored row a draw from the individual predictive
+        distribution truncated to its interval), ``iwres`` (from ``imputed_mm3``), ``npd`` and ``npde``
+        (``n_simulations`` data sets simulated from the population model; see the module docstring).
+    """
+    key = ("residuals", int(n_simulations), int(seed))
+    if key in fit._cache:
+        return fit._cache[key].copy()
+    d = _design(fit)
+    ind = fit.individual
+    phi = np.stack([np.log(ind["kg"]), np.log(ind["kd"]), np.log(ind["f"] / (1 - ind["f"]))], axis=1)[d.lesion]
+    ipred = np.exp(_log_volume(d.t, phi[:, 0], phi[:, 1], phi[:, 2], d.log_v0, d.t0))
+    pred = np.exp(_log_volume(d.t, d.mu[0], d.mu[1], d.mu[2], d.log_v0, d.t0))
+    imputed, iwres = _imputed_iwres(d, ipred, _rng(fit, seed, "iwres"))
+    sims = simulate_observations(fit, n_simulations=n_simulations, seed=seed)
+    npd, npde, _ = _npde(d, sims, _rng(fit, seed, "npde"))
+    obs = fit.observations
+    assert obs is not None
+    table = pd.DataFrame(
+        {
+            "lesion_id": obs["lesion_id"].to_numpy(),
+            "day": d.t,
+            "observed_mm3": d.y,
+            "below_limit": d.censored,
+            "lower_limit_mm3": obs["lower_limit_mm3"].to_numpy(float),
+            "pred_mm3": pred,
+            "ipred_mm3": ipred,
+            "imputed_mm3": imputed,
+            "iwres": iwres,
+            "npd": npd,
+            "npde": npde,
+        }
+    )
+    table["lesion_id"] = table["lesion_id"].astype("string")
+    fit._cache[key] = table
+    return table.copy()
+
+
+@dataclass(frozen=True)
+class VPCData:
+    """A visual predictive check as tables.
+
+    Attributes
+    ----------
+    percentiles : DataFrame
+        One row per time bin and percentile: ``bin, day_lower, day_upper, day_median, n_obs, percentile,
+        observed_mm3, observed_below_limit, simulated_lower_mm3, simulated_median_mm3,
+        simulated_upper_mm3, outside_pi``.
+    censored : DataFrame
+        One row per bin: ``bin, day_lower, day_upper, day_median, n_obs, observed_fraction,
+        simulated_lower, simulated_median, simulated_upper, outside_pi`` (proportion below the limit).
+    n_simulations, seed : int
+    prediction_interval : float
+        Coverage of the simulated intervals (0.9: the 5th to 95th percentile of the replicates).
+    """
+
+    percentiles: pd.DataFrame
+    censored: pd.DataFrame
+    n_simulations: int
+    seed: int
+    prediction_interval: float
+
+
+def _time_bins(day: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bin edges at quantiles of the observed days (equal counts), merged where days repeat."""
+    edges = np.unique(np.quantile(day, np.linspace(0, 1, n_bins + 1)))
+    if len(edges) < 2:
+        edges = np.array([day.min(), day.min() + 1.0])
+    return edges
+
+
+def vpc_table(
+    fit: TGIFit,
+    *,
+    n_simulations: int = 200,
+    n_bins: int = 8,
+    seed: int = 0,
+    levels: tuple[float, ...] = (0.1, 0.5, 0.9),
+    prediction_interval: float = 0.9,
+) -> VPCData:
+    """Visual predictive check with censoring (cached on the fit); see the module docstring."""
+    if isinstance(n_bins, bool) or not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
+        raise ConfigError(f"n_bins must be an integer >= 1, got {n_bins!r}")
+    if not 0 < prediction_interval < 1:
+        raise ConfigError(f"prediction_interval must be in (0, 1), got {prediction_interval!r}")
+    key = ("vpc", int(n_simulations), int(n_bins), int(seed), tuple(levels), float(prediction_interval))
+    if key in fit._cache:
+        return fit._cache[key]
+    d = _design(fit)
+    sims = simulate_observations(fit, n_simulations=n_simulations, seed=seed)
+    sim_cens = sims < d.upper_limit
+    sims_at_limit = np.where(sim_cens, d.upper_limit, sims)
+    obs_values = d.y  # censored rows hold their upper bound
+    edges = _time_bins(d.t, n_bins)
+    which = np.clip(np.searchsorted(edges, d.t, side="right") - 1, 0, len(edges) - 2)
+    tail = (1 - prediction_interval) / 2
+    rows, cens_rows = [], []
+    for b in range(len(edges) - 1):
+        in_bin = which == b
+        if not in_bin.any():
+            continue
+        common = {
+            "bin": b + 1,
+            "day_lower": edges[b],
+            "day_upper": edges[b + 1],
+            "day_median": float(np.median(d.t[in_bin])),
+            "n_obs": int(in_bin.sum()),
+        }
+        limit_bin = float(np.median(d.upper_limit[in_bin]))
+        for q in levels:
+            observed = float(np.quantile(obs_values[in_bin], q))
+            sim_q = np.quantile(sims_at_limit[:, in_bin], q, axis=1)
+            lo, med, hi = np.quantile(sim_q, [tail, 0.5, 1 - tail])
+            rows.append({**common, "percentile": round(100 * q, 6), "observed_mm3": observed,
+                         "observed_below_limit": bool(observed <= limit_bin),
+                         "simulated_lower_mm3": lo, "simulated_median_mm3": med, "simulated_upper_mm3": hi,
+                         "outside_pi": bool(observed < lo or observed > hi)})
+        frac_obs = float(d.censored[in_bin].mean())
+        frac_sim = sim_cens[:, in_bin].mean(axis=1)
+        lo, med, hi = np.quantile(frac_sim, [tail, 0.5, 1 - tail])
+        cens_rows.append({**common, "observed_fraction": frac_obs, "simulated_lower": lo, "simulated_median": med,
+                          "simulated_upper": hi, "outside_pi": bool(frac_obs < lo or frac_obs > hi)})
+    vpc = VPCData(
+        percentiles=pd.DataFrame(rows),
+        censored=pd.DataFrame(cens_rows),
+        n_simulations=int(n_simulations),
+        seed=int(seed),
+        prediction_interval=float(prediction_interval),
+    )
+    fit._cache[key] = vpc
+    return vpc
+
+
+# ----------------------------------------------------------------------------- plots
+def _new_axes(ax: Any) -> Any:
+    if ax is not None:
+        return ax
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(5.5, 4.5))
+    FigureCanvasAgg(fig)
+    return fig.add_subplot()
+
+
+def _new_figure(n_panels: int, *, ncols: int = 4, size: float = 2.8) -> tuple[Any, list[Any]]:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ncols = max(1, min(ncols, n_panels))
+    nrows = -(-n_panels // ncols)
+    fig = Figure(figsize=(size * ncols + 0.5, size * 0.85 * nrows + 0.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = list(np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel())
+    for extra in axes[n_panels:]:
+        extra.set_visible(False)
+    return fig, axes[:n_panels]
+
+
+def _limit(fit: TGIFit) -> float:
+    return float(fit.diagnostics.get("limit_mm3", DEFAULT_LIMIT_MM3))
+
+
+def plot_observed_vs_predicted(fit: TGIFit, ax: Any = None, *, kind: str = "individual") -> Any:
+    """Observed volumes against individual (``"individual"``) or population (``"population"``) predictions.
+
+    Log-log axes, identity line; censored rows at their imputed value, in red.
+    """
+    if kind not in ("individual", "population"):
+        raise ConfigError(f"kind must be 'individual' or 'population', got {kind!r}")
+    table = residual_table(fit)
+    ax = _new_axes(ax)
+    x = table["ipred_mm3" if kind == "individual" else "pred_mm3"].to_numpy()
+    y = table["imputed_mm3"].to_numpy()
+    c = table["below_limit"].to_numpy()
+    ok = (x > 0) & (y > 0)
+    ax.scatter(x[ok & ~c], y[ok & ~c], s=6, alpha=0.4, color=_OBSERVED_COLOR, label="observed", rasterized=True)
+    ax.scatter(x[ok & c], y[ok & c], s=8, alpha=0.6, marker="x", color=_CENSORED_COLOR,
+               label="below limit (imputed)", rasterized=True)
+    lims = [np.nanmin(np.r_[x[ok], y[ok]]), np.nanmax(np.r_[x[ok], y[ok]])]
+    ax.plot(lims, lims, color="black", lw=1)
+    ax.axhline(_limit(fit), color="grey", ls="--", lw=0.8)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"{'individual' if kind == 'individual' else 'population'} prediction (mm3)")
+    ax.set_ylabel("observed volume (mm3)")
+    ax.set_title(f"Observed vs {kind} predictions")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def plot_residuals(fit: TGIFit, ax: Any = None, *, x: str = "day", kind: str = "iwres") -> Any:
+    """IWRES or NPDE (``kind``) against time (``x="day"``) or the prediction (``x="prediction"``).
+
+    Censored rows (IWRES from the imputed value; NPDE from the imputed pd) in red; lines at 0 and ±1.96.
+    """
+    if kind not in ("iwres", "npde"):
+        raise ConfigError(f"kind must be 'iwres' or 'npde', got {kind!r}")
+    if x not in ("day", "prediction"):
+        raise ConfigError(f"x must be 'day' or 'prediction', got {x!r}")
+    table = residual_table(fit)
+    ax = _new_axes(ax)
+    xs = table["day"].to_numpy() if x == "day" else table["ipred_mm3" if kind == "iwres" else "pred_mm3"].to_numpy()
+    ys = table[kind].to_numpy()
+    c = table["below_limit"].to_numpy()
+    ax.scatter(xs[~c], ys[~c], s=6, alpha=0.4, color=_OBSERVED_COLOR, label="observed", rasterized=True)
+    ax.scatter(xs[c], ys[c], s=8, alpha=0.6, marker="x", color=_CENSORED_COLOR, label="below limit (imputed)",
+               rasterized=True)
+    for level, style in ((0.0, "-"), (1.959963984540054, "--"), (-1.959963984540054, "--")):
+        ax.axhline(level, color="black", ls=style, lw=0.8)
+    if x == "prediction":
+        ax.set_xscale("log")
+        ax.set_xlabel(f"{'individual' if kind == 'iwres' else 'population'} prediction (mm3)")
+    else:
+        ax.set_xlabel("day")
+    ax.set_ylabel(kind.upper())
+    ax.set_title(f"{kind.upper()} vs {'time' if x == 'day' else 'prediction'}")
+    ax.legend(loc="upper right", fontsize="small")
+    return ax
+
+
+def plot_vpc(fit: TGIFit, ax: Any = None) -> Any:
+    """VPC: observed 10/50/90th percentiles (lines) over the simulated 90% prediction intervals (bands).
+
+    Observed points in the background; percentiles at the limit drawn hollow, outside the PI in red.
+    """
+    vpc = vpc_table(fit)
+    table = residual_table(fit)
+    ax = _new_axes(ax)
+    ax.scatter(table["day"], table["observed_mm3"], s=3, alpha=0.15, color="grey", rasterized=True)
+    colors = {10.0: "tab:blue", 50.0: "tab:red", 90.0: "tab:blue"}
+    for q, part in vpc.percentiles.groupby("percentile", sort=True):
+        color = colors.get(float(q), "tab:green")
+        ax.fill_between(part["day_median"], part["simulated_lower_mm3"], part["simulated_upper_mm3"], color=color,
+                        alpha=0.2, lw=0)
+        ax.plot(part["day_median"], part["observed_mm3"], color=color, lw=1.5, label=f"observed P{q:g}")
+        hollow = part["observed_below_limit"].to_numpy()
+        out = part["outside_pi"].to_numpy()
+        ax.scatter(part["day_median"][~hollow], part["observed_mm3"][~hollow], s=18, zorder=3,
+                   color=np.where(out[~hollow], _CENSORED_COLOR, color).tolist())
+        ax.scatter(part["day_median"][hollow], part["observed_mm3"][hollow], s=18, zorder=3, facecolors="white",
+                   edgecolors=color)
+    ax.axhline(_limit(fit), color="grey", ls="--", lw=0.8, label="limit")
+    ax.set_yscale("log")
+    ax.set_xlabel("day")
+    ax.set_ylabel("volume (mm3)")
+    pi = round(100 * vpc.prediction_interval)
+    ax.set_title(f"VPC ({vpc.n_simulations} simulations, {pi}% PI)")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def plot_vpc_censored(fit: TGIFit, ax: Any = None) -> Any:
+    """Proportion of observations below the limit per time bin: observed (line) vs simulated 90% PI."""
+    vpc = vpc_table(fit)
+    cens = vpc.censored
+    ax = _new_axes(ax)
+    ax.fill_between(cens["day_median"], cens["simulated_lower"], cens["simulated_upper"], color="tab:red",
+                    alpha=0.2, lw=0, label="simulated PI")
+    ax.plot(cens["day_median"], cens["simulated_median"], color="tab:red", ls="--", lw=1)
+    ax.plot(cens["day_median"], cens["observed_fraction"], color="black", marker="o", ms=4, label="observed")
+    ax.set_ylim(0, max(0.05, float(np.nanmax(np.r_[cens["simulated_upper"], cens["observed_fraction"]])) * 1.1))
+    ax.set_xlabel("day")
+    ax.set_ylabel("proportion below the limit")
+    ax.set_title("VPC: censored proportion")
+    ax.legend(loc="upper left", fontsize="small")
+    return ax
+
+
+def plot_trace(fit: TGIFit) -> Any:
+    """SAEM trajectories of every population parameter (one panel each); returns the Figure.
+
+    A dotted line marks the end of the exploratory phase.
+    """
+    names = [p for p in fit.population["parameter"] if p in fit.trace.columns]
+    fig, axes = _new_figure(len(names))
+    end = fit.spec.n_burn_in + int(fit.diagnostics.get("n_explore", fit.spec.n_explore))
+    final = fit.population.set_index("parameter")["estimate"]
+    for ax, name in zip(axes, names):
+        ax.plot(fit.trace["iteration"], fit.trace[name], lw=1, color="tab:blue")
+        ax.axvline(end, color="grey", ls=":", lw=1)
+        ax.axhline(final[name], color="black", lw=0.6, alpha=0.5)
+        ax.set_title(name, fontsize="medium")
+        ax.set_xlabel("iteration")
+    fig.suptitle("SAEM trajectories")
+    return fig
+
+
+def plot_individual_fits(fit: TGIFit, *, n: int = 12, seed: int = 0, lesion_ids: Any = None) -> Any:
+    """Observations and fitted curves (conditional mode, solid; population, dashed) of ``n`` lesions.
+
+    Lesions are drawn at random (``seed``) unless ``lesion_ids`` are given; censored rows are red
+    down-pointing triangles at their upper bound. Returns the Figure.
+    """
+    table = residual_table(fit)
+    ind = fit.individual
+    d = _design(fit)
+    if lesion_ids is None:
+        rng = _rng(fit, seed, "individual-fits")
+        ids = list(ind["lesion_id"].iloc[np.sort(rng.choice(len(ind), min(n, len(ind)), replace=False))])
+    else:
+        ids = [str(i) for i in lesion_ids]
+    fig, axes = _new_figure(len(ids))
+    for ax, lesion in zip(axes, ids):
+        rows = table[table["lesion_id"] == lesion]
+        row = ind[ind["lesion_id"] == lesion].iloc[0]
+        start = min(float(row["t0_day"]), float(rows["day"].min()) if len(rows) else 0.0)
+        stop = max(float(rows["day"].max()) if len(rows) else 1.0, start + 1.0)
+        grid = np.linspace(start, stop, 120)
+        log_v0, t0 = math.log(float(row["v0_mm3"])), float(row["t0_day"])
+        logit_f = math.log(float(row["f"]) / (1 - float(row["f"])))
+        curves = {
+            "mode": np.exp(_log_volume(grid, math.log(row["kg"]), math.log(row["kd"]), logit_f, log_v0, t0)),
+            "population": np.exp(_log_volume(grid, d.mu[0], d.mu[1], d.mu[2], log_v0, t0)),
+        }
+        ax.plot(grid, curves["mode"], color="tab:blue", lw=1.5, label="individual")
+        ax.plot(grid, curves["population"], color="black", ls="--", lw=1, label="population")
+        c = rows["below_limit"].to_numpy()
+        ax.scatter(rows["day"][~c], rows["observed_mm3"][~c], s=14, color="black", zorder=3)
+        ax.scatter(rows["day"][c], rows["observed_mm3"][c], s=18, marker="v", color=_CENSORED_COLOR, zorder=3)
+        ax.axhline(_limit(fit), color="grey", ls=":", lw=0.8)
+        ax.set_yscale("log")
+        ax.set_title(str(lesion), fontsize="small")
+    if axes:
+        axes[0].legend(fontsize="x-small")
+    fig.suptitle("Individual fits (volume mm3 vs day)")
+    return fig
+
+
+#: File name -> how to draw it, for :func:`write_diagnostics`.
+PLOTS: dict[str, Any] = {
+    "observed_vs_individual": lambda fit: plot_observed_vs_predicted(fit, kind="individual"),
+    "observed_vs_population": lambda fit: plot_observed_vs_predicted(fit, kind="population"),
+    "iwres_vs_time": lambda fit: plot_residuals(fit, x="day", kind="iwres"),
+    "iwres_vs_prediction": lambda fit: plot_residuals(fit, x="prediction", kind="iwres"),
+    "npde_vs_time": lambda fit: plot_residuals(fit, x="day", kind="npde"),
+    "npde_vs_prediction": lambda fit: plot_residuals(fit, x="prediction", kind="npde"),
+    "vpc": plot_vpc,
+    "vpc_censored": plot_vpc_censored,
+    "saem_trajectories": plot_trace,
+    "individual_fits": plot_individual_fits,
+}
+
+
+def write_diagnostics(fit: TGIFit, folder: str | Path, *, dpi: int = 110) -> list[Path]:
+    """Draw every plot of :data:`PLOTS` and write it as ``folder/<name>.png``; returns the paths."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, draw in PLOTS.items():
+        drawn = draw(fit)
+        fig = drawn if hasattr(drawn, "savefig") else drawn.figure
+        path = folder / f"{name}.png"
+        fig.savefig(path, dpi=dpi)
+        paths.append(path)
+    return paths
+
+
+__all__ = [
+    "PLOTS",
+    "VPCData",
+    "plot_individual_fits",
+    "plot_observed_vs_predicted",
+    "plot_residuals",
+    "plot_trace",
+    "plot_vpc",
+    "plot_vpc_censored",
+    "residual_table",
+    "simulate_observations",
+    "vpc_table",
+    "write_diagnostics",
+]
