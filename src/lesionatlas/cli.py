@@ -231,6 +231,52 @@ def fit_tgi_command(
     _console().print(f"written to {out} (population.csv, individual.csv, diagnostics/, fit/)")
 
 
+@app.command("predict")
+def predict_command(
+    model: Annotated[Path, typer.Argument(help="A saved group predictor (GroupPredictor.save).")],
+    data: Annotated[Path, typer.Argument(help="Baseline features as CSV (one row per patient, a patient_id "
+                                              "column), or a cohort (tidy folder, SDTM folder) to build them from.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="CSV to write the predictions to.")] = None,
+    format: FormatOpt = None,
+    evaluator: EvaluatorOpt = None,
+    sdtm_suffix: SuffixOpt = None,
+) -> None:
+    """Predict each patient's progression-pattern group from baseline data with a saved model."""
+    import pandas as pd
+
+    from .errors import DataError
+    from .io import atomic_write_text
+    from .patterns.predict import GroupPredictor, baseline_features
+
+    if not model.is_file():
+        raise DataError(f"{model}: no such model file", code="not-found")
+    predictor = GroupPredictor.load(model)
+    if data.is_file() and data.suffix.lower() == ".csv" and format is None:
+        features = pd.read_csv(data, float_precision="round_trip")  # exact floats: trees split on them
+        if "patient_id" not in features.columns:
+            raise DataError(f"{data}: a features table needs a patient_id column (as written by baseline_features)",
+                            code="missing-column")
+        features = features.assign(patient_id=features["patient_id"].astype(str)).set_index("patient_id")
+    else:
+        from .data import read_cohort
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            cohort = read_cohort(data, format, **_reader_options(evaluator=evaluator, suffix=sdtm_suffix))
+        _show_warnings(caught)
+        organs = tuple(c[len("has_"):] for c in predictor.feature_columns if c.startswith("has_"))
+        features = baseline_features(cohort, organs=organs or None)
+    proba = predictor.predict_proba(features)
+    result = pd.concat([predictor.predict(features), proba.add_prefix("probability_")], axis=1)
+    result = result.reset_index().rename(columns={"index": "patient_id"})
+    if out is not None:
+        atomic_write_text(out, result.to_csv(index=False, lineterminator="\n", float_format="%.10g"))
+    counts = result["predicted_group"].value_counts().rename_axis("group").reset_index(name="patients")
+    _print_table(counts, f"Predicted groups ({len(result)} patients)")
+    if out is not None:
+        _console().print(f"predictions written to {out}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; returns the exit code instead of raising."""
     args = list(sys.argv[1:] if argv is None else argv)
