@@ -16,6 +16,21 @@ _LAZY = {
     "simulate_cohort": "lesionatlas.data",
     "TGIModel": "lesionatlas.tgi",
     "TGIFit": "lesionatlas.tgi",
+    "derive_events": "lesionatlas.events",
+    "LesionEvents": "lesionatlas.events",
+    "EventRules": "lesionatlas.events",
+    "MixedCox": "lesionatlas.hazards",
+    "MixedCoxFit": "lesionatlas.hazards",
+    "fit_organ_hazards": "lesionatlas.hazards",
+    "OrganHazards": "lesionatlas.hazards",
+    "classify_organs": "lesionatlas.phenotypes",
+    "OrganPhenotypes": "lesionatlas.phenotypes",
+    "cluster_sequences": "lesionatlas.patterns",
+    "ProgressionPatterns": "lesionatlas.patterns",
+    "baseline_features": "lesionatlas.patterns",
+    "train_group_predictor": "lesionatlas.patterns",
+    "GroupPredictor": "lesionatlas.patterns",
+    "compare_survival": "lesionatlas.survival",
 }
 
 
