@@ -20,6 +20,7 @@ $(STAMP): pyproject.toml | $(PY)
 setup: $(STAMP)
 
 test: setup
+	$(VENV)/bin/ruff check --quiet src tests benchmarks
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m pytest -n 2 -q
 

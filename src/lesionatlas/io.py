@@ -63,3 +63,25 @@ def write_table(frame: pd.DataFrame, folder: Path, name: str, *, csv: bool = Tru
         frame.to_parquet(folder / f"{name}.parquet", index=False)
     if csv:
         frame.to_csv(folder / f"{name}.csv", index=False, lineterminator="\n")
+
+
+def write_result_dir(
+    path: str | Path,
+    tables: dict[str, pd.DataFrame],
+    meta: dict[str, Any],
+    *,
+    meta_name: str = "meta.json",
+    csv: bool = True,
+    parquet: bool = True,
+    extra: Any = None,
+) -> Path:
+    """Write a result folder atomically: each table (Parquet and/or CSV), the ``meta`` JSON, and whatever
+    ``extra(tmp_folder)`` adds (sub-results, figures). Every result's ``to_dir`` goes through here."""
+    path = Path(path)
+    with atomic_dir(path) as tmp:
+        for name, frame in tables.items():
+            write_table(frame, tmp, name, csv=csv, parquet=parquet)
+        if extra is not None:
+            extra(tmp)
+        write_json(tmp / meta_name, meta)
+    return path

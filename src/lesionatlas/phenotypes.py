@@ -136,14 +136,11 @@ class OrganPhenotypes:
         """Write the table (Parquet + CSV) and ``meta.json`` atomically."""
         from pathlib import Path
 
-        from .io import atomic_dir, write_json, write_table
+        from .io import write_result_dir
 
-        path = Path(path)
-        with atomic_dir(path) as tmp:
-            write_table(self.table, tmp, "phenotypes")
-            write_json(tmp / "meta.json", {"threshold": self.threshold, "response_threshold": self.response_threshold,
-                                           "progression_threshold": self.progression_threshold, **self.meta})
-        return path
+        return write_result_dir(Path(path), {"phenotypes": self.table},
+                                {"threshold": self.threshold, "response_threshold": self.response_threshold,
+                                 "progression_threshold": self.progression_threshold, **self.meta})
 
     @classmethod
     def from_dir(cls, path: Any) -> OrganPhenotypes:

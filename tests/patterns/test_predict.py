@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from lesionatlas.errors import DataError
-from lesionatlas.patterns import GroupPredictor, baseline_features, train_group_predictor
+from lesionatlas.patterns import GroupPredictor, train_group_predictor
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pandas as pd
 
 from ..config import DEFAULT_AXIS_RATIO, DEFAULT_LIMIT_MM3
 from ..errors import DataWarning
-from ..io import atomic_dir, write_json, write_table
+from ..io import write_result_dir
 from .organs import OrganMap, map_sites
 from .schema import COLUMNS, TABLES, canonical_kind, canonical_status, conform
 
@@ -184,12 +184,9 @@ class Cohort:
     # ------------------------------------------------------------------ files
     def to_dir(self, path: str | Path, *, csv: bool = False, parquet: bool = True) -> Path:
         """Write the four tables (Parquet, and CSV on request) and ``cohort.json`` to ``path``, atomically."""
-        path = Path(path)
-        with atomic_dir(path) as tmp:
-            for name in TABLES:
-                write_table(self.table(name), tmp, name, csv=csv, parquet=parquet)
-            write_json(tmp / "cohort.json", {"schema": "lesionatlas.cohort/1", **self.meta})
-        return path
+        return write_result_dir(path, {name: self.table(name) for name in TABLES},
+                                {"schema": "lesionatlas.cohort/1", **self.meta}, meta_name="cohort.json",
+                                csv=csv, parquet=parquet)
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Cohort:

@@ -38,7 +38,7 @@ import pandas as pd
 
 from ..config import SelectionConfig
 from ..errors import ConfigError, DataError, ExclusionWarning
-from ..io import atomic_dir, write_json, write_table
+from ..io import write_result_dir
 from .cohort import Cohort
 
 #: Columns of :attr:`Selection.consort`, in order.
@@ -121,18 +121,13 @@ class Selection:
         Path
             ``path``.
         """
-        path = Path(path)
-        with atomic_dir(path) as tmp:
-            write_table(self.consort, tmp, "consort", csv=csv, parquet=parquet)
-            write_table(self.excluded, tmp, "excluded", csv=csv, parquet=parquet)
-            if cohort:
-                self.cohort.to_dir(tmp / "cohort")
-            write_json(
-                tmp / "selection.json",
-                {"schema": _SCHEMA, "config": asdict(self.config), "version": _version(),
-                 "n_selected": self.n_selected, "n_excluded": self.n_excluded},
-            )
-        return path
+        return write_result_dir(
+            path, {"consort": self.consort, "excluded": self.excluded},
+            {"schema": _SCHEMA, "config": asdict(self.config), "version": _version(),
+             "n_selected": self.n_selected, "n_excluded": self.n_excluded},
+            meta_name="selection.json", csv=csv, parquet=parquet,
+            extra=(lambda tmp: self.cohort.to_dir(tmp / "cohort")) if cohort else None,
+        )
 
     @classmethod
     def from_dir(cls, path: str | Path) -> Selection:

@@ -163,7 +163,7 @@ import pandas as pd
 
 from ..config import DEFAULT_AXIS_RATIO
 from ..errors import ConfigError
-from ..io import atomic_dir, write_json, write_table
+from ..io import atomic_dir, write_result_dir
 from .cohort import Cohort, volume_from_diameter
 
 PresetName = Literal["mcrc", "hnscc"]
@@ -624,12 +624,9 @@ class Truth:
 
     def to_dir(self, folder: str | Path, *, csv: bool = True, parquet: bool = True) -> Path:
         """Write every table (Parquet and CSV) and ``truth.json`` to ``folder``, atomically."""
-        folder = Path(folder)
-        with atomic_dir(folder) as tmp:
-            for name in TRUTH_TABLES:
-                write_table(self.table(name), tmp, name, csv=csv, parquet=parquet)
-            write_json(tmp / "truth.json", {"schema": "lesionatlas.truth/1", **self.meta})
-        return folder
+        return write_result_dir(folder, {name: self.table(name) for name in TRUTH_TABLES},
+                                {"schema": "lesionatlas.truth/1", **self.meta}, meta_name="truth.json",
+                                csv=csv, parquet=parquet)
 
     @classmethod
     def from_dir(cls, folder: str | Path) -> Truth:

@@ -371,7 +371,7 @@ def _row_owner(ctx: _Context, table: str) -> str:
 # ---------------------------------------------------------------------------------------------- rules
 def _check_tables_and_columns(ctx: _Context) -> None:
     """missing-table, empty-table, missing-column."""
-    out, raw = ctx.out, ctx.raw
+    out = ctx.out
     for table, required in REQUIRED.items():
         if table not in ctx.frames:
             if table in _REQUIRED_TABLES:

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, DataError, ExclusionWarning
-from ..io import atomic_dir, write_json, write_table
+from ..io import write_result_dir
 from .assessed import new_lesion_days, nontarget_days
 from .rules import EventRules
 from .sequence import organ_sequences, sequence_tuples
@@ -233,12 +233,8 @@ class LesionEvents:
     # ------------------------------------------------------------------ files
     def to_dir(self, path: str | Path, *, csv: bool = True) -> Path:
         """Write ``table``, ``sequences``, ``patients``, ``curves`` (Parquet + CSV) and ``meta.json``."""
-        path = Path(path)
-        with atomic_dir(path) as tmp:
-            for name in _TABLES:
-                write_table(getattr(self, name), tmp, name, csv=csv)
-            write_json(tmp / "meta.json", {"schema": SCHEMA, "rules": self.rules.to_dict(), **self.meta})
-        return path
+        return write_result_dir(path, {name: getattr(self, name) for name in _TABLES},
+                                {"schema": SCHEMA, "rules": self.rules.to_dict(), **self.meta}, csv=csv)
 
     @classmethod
     def from_dir(cls, path: str | Path) -> LesionEvents:

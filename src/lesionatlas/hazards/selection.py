@@ -71,7 +71,7 @@ import scipy
 import scipy.stats
 
 from ..errors import ConfigError, ConvergenceWarning, DataError, ExclusionWarning
-from ..io import atomic_dir, write_json, write_table
+from ..io import write_result_dir
 from .mixed_cox import MixedCox, MixedCoxFit
 
 __all__ = ["DEFAULT_CANDIDATES", "OrganHazards", "fit_organ_hazards"]
@@ -1046,19 +1046,16 @@ class OrganHazards:
     # ------------------------------------------------------------------ files
     def to_dir(self, path: str | Path, *, csv: bool = True) -> Path:
         """Write the tables (Parquet + CSV), ``meta.json`` and the final fits (``fits/<model>/``)."""
-        path = Path(path)
-        with atomic_dir(path) as tmp:
-            for name in _TABLES:
-                write_table(getattr(self, name), tmp, name, csv=csv)
+        def write_fits(tmp: Path) -> None:
             for m, fit in self.fits.items():
                 fit.to_dir(tmp / "fits" / m)
-            write_json(tmp / "meta.json", {
+
+        return write_result_dir(path, {name: getattr(self, name) for name in _TABLES}, {
                 "schema": SCHEMA, "kind": "OrganHazards", "reference_organ": self.reference_organ,
                 "parameters": self.parameters, "notes": list(self.notes),
                 "versions": {"python": platform.python_version(), "numpy": np.__version__,
                              "pandas": pd.__version__, "scipy": scipy.__version__},
-            })
-        return path
+            }, csv=csv, extra=write_fits)
 
     @classmethod
     def from_dir(cls, path: str | Path) -> OrganHazards:

@@ -310,16 +310,13 @@ class ProgressionPatterns:
     # ------------------------------------------------------------------ files
     def to_dir(self, path: str | Path) -> Path:
         """Write the tables (Parquet + CSV), the features (Parquet) and ``meta.json``, atomically."""
-        from ..io import atomic_dir, write_json, write_table
+        from ..io import write_result_dir, write_table
 
-        path = Path(path)
-        with atomic_dir(path) as tmp:
-            for name in self._TABLES:
-                write_table(getattr(self, name), tmp, name)
-            write_table(self.features.reset_index(), tmp, "features", csv=False)
-            write_json(tmp / "meta.json", {"chosen_k": self.chosen_k, "rule": self.rule, "encoding": self.encoding,
-                                           **self.meta})
-        return path
+        return write_result_dir(
+            path, {name: getattr(self, name) for name in self._TABLES},
+            {"chosen_k": self.chosen_k, "rule": self.rule, "encoding": self.encoding, **self.meta},
+            extra=lambda tmp: write_table(self.features.reset_index(), tmp, "features", csv=False),
+        )
 
     @classmethod
     def from_dir(cls, path: str | Path) -> ProgressionPatterns:
@@ -360,12 +357,9 @@ def selection_table(x: np.ndarray, k_values: list[int], *, seed: int = 0, n_init
                     durations: np.ndarray | None = None, events: np.ndarray | None = None,
                     silhouette_sample: int = 2000) -> tuple[pd.DataFrame, dict[int, tuple[np.ndarray, np.ndarray]]]:
     """Fit k-means for each k; return the criteria table and ``{k: (labels, centres)}`` (canonical labels)."""
-    from sklearn.metrics import silhouette_score
-
     from threadpoolctl import threadpool_limits
 
-    n, d = x.shape
-    rows, fits = [], {}
+    n = x.shape[0]
     sample = None if n <= silhouette_sample else int(silhouette_sample)
     # One OpenMP/BLAS thread: these fits are small (thousands x tens), and on a busy machine scikit-learn's
     # OpenMP threads spin-wait on each other - measured 0.6-1.1 s per KMeans fit with 2 threads on a loaded
