@@ -31,6 +31,7 @@ _LAZY = {
     "train_group_predictor": "lesionatlas.patterns",
     "GroupPredictor": "lesionatlas.patterns",
     "compare_survival": "lesionatlas.survival",
+    "lesion_parameter_statistics": "lesionatlas.stats",
 }
 
 
