@@ -21,7 +21,7 @@ from ..config import DEFAULT_LIMIT_MM3
 from ..errors import ConfigError, ConvergenceWarning, DataError, ExclusionWarning
 from ..io import atomic_dir, write_json, write_table
 from . import saem
-from .likelihood import ERROR_MODELS, TGIData, lesion_loglik
+from .likelihood import ERROR_MODELS, TGIData, index_censored, lesion_loglik
 from .model import PARAMETERS, log_volume_phi
 from .spec import TGIModel
 
@@ -84,9 +84,10 @@ class LesionArrays:
         return int(self.obs_mask[: self.n_lesions].sum())
 
     def to_data(self, dtype: Any) -> TGIData:
+        """Device arrays, with the index of the observed cells (see :func:`~.likelihood.index_censored`)."""
         n_pad = len(self.v0)
         lesion_mask = np.arange(n_pad) < self.n_lesions
-        return TGIData(
+        data = TGIData(
             t=jnp.asarray(self.t, dtype),
             y=jnp.asarray(self.y, dtype),
             lower=jnp.asarray(self.lower, dtype),
@@ -97,6 +98,7 @@ class LesionArrays:
             lesion_mask=jnp.asarray(lesion_mask),
             design=jnp.asarray(lesion_mask[:, None].astype(float), dtype),
         )
+        return index_censored(data)
 
 
 def lesion_bucket(n: int) -> int:

@@ -69,6 +69,12 @@ class TGIData(NamedTuple):
     log_v0, t0 : (N,) log baseline volume (log mm3) and baseline day.
     lesion_mask : (N,) bool, the lesion is real (False = padding).
     design : (N, P) covariate design matrix of the normal-scale means (first column 1).
+    cens_lesion, cens_obs : (K,) int, optional: lesion and observation index of every real censored
+        cell; ``cens_valid`` (K,) bool marks the real entries (the index is padded to a bucket, see
+        :func:`index_censored`). When the index is given, :func:`lesion_loglik` evaluates the censored
+        terms (normal CDFs, the expensive part) on these cells only instead of on every padded cell;
+        the numbers are the same. Leave them ``None`` for one lesion's data (under ``jax.vmap``) or for
+        small problems.
     """
 
     t: Array
@@ -80,6 +86,38 @@ class TGIData(NamedTuple):
     t0: Array
     lesion_mask: Array
     design: Array
+    cens_lesion: Array | None = None
+    cens_obs: Array | None = None
+    cens_valid: Array | None = None
+
+
+def cell_bucket(k: int) -> int:
+    """Padded length of the censored-cell index: a power of two, at least 1024 (few shapes, so data
+    sets of one shape bucket almost always share one compilation; the padding costs little)."""
+    size = 1024
+    while size < k:
+        size *= 2
+    return size
+
+
+def index_censored(data: TGIData) -> TGIData:
+    """``data`` with the index of its real censored cells (host side; the arrays must be concrete).
+
+    The index is padded to :func:`cell_bucket` entries (pointing at cell (0, 0), ``cens_valid`` False)
+    so that data sets of the same shape bucket mostly share one compilation.
+    """
+    import numpy as np
+
+    rows, cols = np.nonzero(np.asarray(data.censored) & np.asarray(data.obs_mask))
+    k = cell_bucket(len(rows))
+    lesion, col, valid = np.zeros(k, np.int32), np.zeros(k, np.int32), np.zeros(k, bool)
+    lesion[: len(rows)], col[: len(rows)], valid[: len(rows)] = rows, cols, True
+    return data._replace(cens_lesion=jnp.asarray(lesion), cens_obs=jnp.asarray(col), cens_valid=jnp.asarray(valid))
+
+
+def strip_index(data: TGIData) -> TGIData:
+    """``data`` without the censored-cell index (for per-lesion code under ``jax.vmap``)."""
+    return data._replace(cens_lesion=None, cens_obs=None, cens_valid=None)
 
 
 def log1mexp(x: ArrayLike) -> Array:
@@ -233,7 +271,21 @@ def lesion_loglik(
         Observations of each lesion where the outlier floor was applied.
     """
     log_v = predict_log_volume(phi, data)
-    ll, clipped = observation_loglik(
+    if data.cens_lesion is None:
+        ll, clipped = observation_loglik(
+            log_v,
+            data.y,
+            data.lower,
+            data.censored,
+            error,
+            error_model=error_model,
+            max_relative_residual=max_relative_residual,
+        )
+        ll = jnp.where(data.obs_mask, ll, 0.0)
+        n_clipped = jnp.sum(clipped & data.obs_mask, axis=-1)
+        return jnp.sum(ll, axis=-1), n_clipped
+    # dense densities on every cell (censored cells masked out), the censored terms on their index only
+    terms = observation_terms(
         log_v,
         data.y,
         data.lower,
@@ -242,9 +294,22 @@ def lesion_loglik(
         error_model=error_model,
         max_relative_residual=max_relative_residual,
     )
-    ll = jnp.where(data.obs_mask, ll, 0.0)
-    n_clipped = jnp.sum(clipped & data.obs_mask, axis=-1)
-    return jnp.sum(ll, axis=-1), n_clipped
+    density = -_HALF_LOG_2PI - terms.log_sd - 0.5 * terms.z**2
+    density = jnp.where(jnp.isnan(density), -jnp.inf, density)
+    ll = jnp.where(data.obs_mask & ~data.censored, density, 0.0)
+    n_clipped = jnp.sum(terms.clipped & data.obs_mask, axis=-1)
+    i, j = data.cens_lesion, data.cens_obs
+    ll_c, _ = observation_loglik(
+        log_v[..., i, j],
+        data.y[i, j],
+        data.lower[i, j],
+        jnp.ones(i.shape, bool),
+        error,
+        error_model=error_model,
+        max_relative_residual=max_relative_residual,
+    )
+    total = jnp.sum(ll, axis=-1).at[..., i].add(jnp.where(data.cens_valid, ll_c, 0.0))
+    return total, n_clipped
 
 
 __all__ = [
@@ -253,10 +318,13 @@ __all__ = [
     "ErrorModel",
     "ObservationTerms",
     "TGIData",
+    "cell_bucket",
+    "index_censored",
     "lesion_loglik",
     "log1mexp",
     "log_ndtr_diff",
     "observation_loglik",
     "observation_terms",
     "predict_log_volume",
+    "strip_index",
 ]
