@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pandas as pd
 import pytest
 
 from lesionatlas.cli import main
@@ -59,13 +58,14 @@ def test_simulate_bad_preset_is_a_clean_error(tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_demo_small(tmp_path, capsys):
-    out = tmp_path / "run"
-    assert main(["demo", "--small", "--patients", "60", "--out", str(out)]) == 0
-    consort = pd.read_csv(out / "selection" / "consort.csv")
-    assert consort["patients"].iloc[0] == 60
-    assert consort["patients"].iloc[-1] <= 60
-    assert "selection" in capsys.readouterr().out
+def test_demo_bad_config_is_a_clean_error(tmp_path, capsys):
+    # the demo itself (simulate + the whole pipeline) runs end to end in tests/test_pipeline.py
+    config = tmp_path / "bad.toml"
+    config.write_text("[tgi]\nno_such_setting = 1\n")
+    assert main(["demo", "--small", "--out", str(tmp_path / "run"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error [config-key]:") and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("argv", [["simulate", "--patients", "0", "--out", "x"]])

@@ -134,45 +134,209 @@ def simulate(
     _console().print(f"written to {out} (truth in {out / 'truth'})")
 
 
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="A TOML file of settings (see `lesionatlas config --show`).")]
+FromOpt = Annotated[Optional[str], typer.Option("--from", help="Redo this stage and every later one: read, validate, select, tgi, events, hazards, phenotypes, patterns, survival, predictor.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress display and no summary.")]
+
+
+def _run_progress(err):
+    """A progress callback for pipeline.run: a rich display on a terminal, plain lines otherwise."""
+    import contextlib
+
+    if not err.is_terminal:
+        def plain(stage: str, status: str, done, total) -> None:
+            if status == "update":
+                return
+            err.print(f"{stage}: {status}")
+        return plain, contextlib.nullcontext()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(TextColumn("{task.description:<12}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[state]}"), TimeElapsedColumn(), console=err, transient=False)
+    tasks: dict[str, int] = {}
+
+    def rich(stage: str, status: str, done, total) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=None, state="")
+        task = tasks[stage]
+        if status == "update":
+            bar.update(task, completed=done, total=total, state="SAEM iterations" if stage == "tgi" else "")
+        elif status == "start":
+            bar.update(task, state="running")
+        else:
+            bar.update(task, total=1 if bar.tasks[task].total is None else bar.tasks[task].total,
+                       completed=bar.tasks[task].total or 1, state=status)
+    return rich, bar
+
+
+def _load_config(config: Optional[Path], overrides: dict | None = None):
+    from .config import load_config
+
+    return load_config(config, overrides)
+
+
+def _cohort_overrides(format=None, organ_map=None, id=None, time=None, dv=None, cens=None, limit=None,
+                      evaluator=None, suffix=None) -> dict:
+    values = {"format": format, "organ_map": None if organ_map is None else str(organ_map), "monolix_id": id,
+              "monolix_time": time, "monolix_dv": dv, "monolix_cens": cens, "monolix_limit": limit,
+              "evaluator": evaluator, "sdtm_suffix": suffix}
+    values = {k: v for k, v in values.items() if v is not None}
+    return {"cohort": values} if values else {}
+
+
+def _run_pipeline(data: Path, out: Path, cfg, from_stage: Optional[str], quiet: bool):
+    from . import pipeline
+
+    err = _console(stderr=True)
+    if quiet:
+        return pipeline.run(data, out, cfg, from_stage=from_stage, quiet=True)
+    callback, display = _run_progress(err)
+    with display:
+        return pipeline.run(data, out, cfg, from_stage=from_stage, progress=callback)
+
+
+def _fmt(value) -> str:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if v != v:
+        return ""
+    if v in (float("inf"), float("-inf")):
+        return "not reached" if v > 0 else "-inf"
+    return f"{v:,.0f}" if v.is_integer() and abs(v) >= 1 else f"{v:.4g}"
+
+
+def _print_run_summary(result) -> None:
+    """Counts per stage and the key numbers, read from the run folder."""
+    import pandas as pd
+
+    out = _console()
+    rows = [{"stage": r.name, "status": r.status + (" (reused)" if r.reused else ""),
+             "seconds": "" if r.seconds is None else f"{r.seconds:.1f}", "note": r.reason[:90]} for r in result.stages]
+    _print_table(pd.DataFrame(rows), "Stages")
+    folder = result.out
+    select = result.load("select")
+    if select is not None:
+        c = select.cohort.counts()
+        out.print(f"cohort: {c['patients']:,} patients selected ({select.n_excluded:,} excluded), "
+                  f"{c['lesions']:,} lesions ({c['target_lesions']:,} target), {c['measurements']:,} measurements")
+    if result["tgi"].status == "done":
+        pop = pd.read_csv(folder / "tgi" / "population.csv")
+        shown = pop[["parameter", "estimate", "se", "rse_percent"]]
+        _print_table(shown.assign(**{c: shown[c].map(_fmt) for c in ("estimate", "se", "rse_percent")}),
+                     "Tumor growth model (population)")
+    if result["events"].status == "done":
+        ev = pd.read_csv(folder / "events" / "table.csv", usecols=["kind", "response_event", "progression_event"])
+        out.print(f"events: {len(ev):,} lesions, {int(ev['response_event'].eq(True).sum()):,} "
+                  f"responses, {int(ev['progression_event'].eq(True).sum()):,} progressions")
+    if result["hazards"].status == "done":
+        hr = pd.read_csv(folder / "hazards" / "hazard_ratios.csv")
+        for model in ("response", "progression"):
+            top = hr[(hr["model"] == model) & ~hr["reference"].astype(bool)].sort_values("hazard_ratio", ascending=False)
+            top = top.head(5)[["organ", "hazard_ratio", "ci_lower", "ci_upper", "p_value", "n_lesions"]]
+            _print_table(top.assign(**{c: top[c].map(_fmt) for c in ("hazard_ratio", "ci_lower", "ci_upper",
+                                                                       "p_value")}),
+                         f"Top organ hazard ratios, {model} (vs the reference organ)")
+    if result["patterns"].status == "done":
+        groups = pd.read_csv(folder / "patterns" / "assignments.csv")["group"].value_counts()
+        table = groups.rename_axis("group").reset_index(name="patients")
+        if result["survival"].status == "done":
+            med = pd.read_csv(folder / "survival" / "medians.csv")
+            med = med[(med["outcome"] == "os") & (med["comparison"] == "pattern_group")]
+            table = table.merge(med[["group", "median", "ci_lower", "ci_upper"]].rename(
+                columns={"median": "os_median_days"}), on="group", how="left")
+            for col in ("os_median_days", "ci_lower", "ci_upper"):
+                table[col] = table[col].map(_fmt)
+        _print_table(table, "Progression-pattern groups (OS medians in days)")
+    if result["predictor"].status == "done":
+        m = pd.read_csv(folder / "predictor" / "metrics.csv").set_index("metric")["value"]
+        out.print(f"predictor: test accuracy {m.get('accuracy', float('nan')):.3f}, macro F1 "
+                  f"{m.get('f1_macro', float('nan')):.3f} (majority class {m.get('majority_accuracy', float('nan')):.3f})")
+    skipped = [r for r in result.stages if r.status == "skipped"]
+    for r in skipped:
+        out.print(f"skipped {r.name}: {r.reason}")
+    n_warn = sum(len(r.warnings) for r in result.stages)
+    if n_warn:
+        out.print(f"{n_warn} warning(s) recorded in the stages' stage.json")
+    out.print(f"run folder: {folder} (README.txt says what each file is; manifest.json what ran)")
+
+
+@app.command("run")
+def run_command(
+    data: Annotated[Path, typer.Argument(help="A tidy folder, a Monolix-style CSV or an SDTM folder.")],
+    out: Annotated[Path, typer.Option("--out", help="Run folder (an earlier run there is resumed).")],
+    config: ConfigOpt = None,
+    from_stage: FromOpt = None,
+    quiet: QuietOpt = False,
+    format: FormatOpt = None,
+    organ_map: OrganMapOpt = None,
+    id: IdOpt = None,
+    time: TimeOpt = None,
+    dv: DvOpt = None,
+    cens: CensOpt = None,
+    limit: LimitOpt = None,
+    evaluator: EvaluatorOpt = None,
+    sdtm_suffix: SuffixOpt = None,
+) -> None:
+    """Run the whole analysis on DATA into a run folder; stages whose inputs are unchanged are reused."""
+    cfg = _load_config(config, _cohort_overrides(format, organ_map, id, time, dv, cens, limit, evaluator, sdtm_suffix))
+    result = _run_pipeline(data, out, cfg, from_stage, quiet)
+    if not quiet:
+        _print_run_summary(result)
+
+
 @app.command()
 def demo(
-    out: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("demo_run"),
-    seed: SeedOpt = 0,
+    out: Annotated[Path, typer.Option("--out", help="Run folder (the simulated cohort goes to DIR/input/).")] = Path("demo_run"),
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Run and simulation seed (default: the config's run.seed, 0).")] = None,
     patients: PatientsOpt = None,
     small: Annotated[bool, typer.Option("--small", help="A 300-patient cohort, for a quick look.")] = False,
+    config: ConfigOpt = None,
+    from_stage: FromOpt = None,
+    quiet: QuietOpt = False,
 ) -> None:
-    """Simulate the default mCRC cohort and run the analysis on it (so far: validate and select)."""
-    import time
-
-    from .data import read_cohort
-    from .data.select import select_patients
+    """Simulate the default mCRC cohort into DIR/input/ and run the whole analysis on it."""
     from .data.simulate import simulate_cohort
 
+    cfg = _load_config(config, {"run": {"seed": seed}} if seed is not None else None)
     n = 300 if small and patients is None else patients
+    sim_seed = int(cfg.run.seed)
     err = _console(stderr=True)
-    timings = []
-    t0 = time.perf_counter()
-    with err.status("simulating the mCRC cohort"):
-        sim = simulate_cohort("mcrc", seed=seed, n_patients=n)
-        sim.to_dir(out / "cohort")
-    timings.append(("simulate", time.perf_counter() - t0))
-    t0 = time.perf_counter()
-    with err.status("reading and validating the cohort"), warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        cohort = read_cohort(out / "cohort")
-    _show_warnings(caught)
-    timings.append(("read + validate", time.perf_counter() - t0))
-    t0 = time.perf_counter()
-    selection = select_patients(cohort)
-    selection.to_dir(out / "selection")
-    timings.append(("select", time.perf_counter() - t0))
+    data = out / "input"
+    marker = {"preset": "mcrc", "seed": sim_seed, "n_patients": n}
+    marker_file = out / "input.json"
+    import json
 
-    _print_table(cohort.summary(), "Cohort")
-    _print_table(selection.consort[["step", "patients", "lesions", "target_lesions", "excluded_patients"]],
-                 "Selection (CONSORT)")
-    for step, secs in timings:
-        err.print(f"{step}: {secs:.1f} s")
-    _console().print(f"cohort: {out / 'cohort'}  truth: {out / 'cohort' / 'truth'}  selection: {out / 'selection'}")
+    current = json.loads(marker_file.read_text()) if marker_file.is_file() else None
+    if current != marker or not data.is_dir():
+        if quiet:
+            simulate_cohort("mcrc", seed=sim_seed, n_patients=n).to_dir(data)
+        else:
+            with err.status(f"simulating the mCRC cohort (seed {sim_seed})"):
+                simulate_cohort("mcrc", seed=sim_seed, n_patients=n).to_dir(data)
+        from .io import write_json
+
+        write_json(marker_file, marker)
+    result = _run_pipeline(data, out, cfg, from_stage, quiet)
+    if not quiet:
+        _print_run_summary(result)
+        _console().print(f"simulated cohort: {data} (the planted truth: {data / 'truth'})")
+
+
+@app.command("config")
+def config_command(
+    show: Annotated[bool, typer.Option("--show", help="Print the effective configuration as TOML.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Check a configuration file; with --show print the effective settings (defaults + FILE) as TOML."""
+    from .config import defaults_path
+
+    cfg = _load_config(config)
+    if show:
+        sys.stdout.write(cfg.to_toml())
+    else:
+        _console().print(f"ok: {config or defaults_path()} is a valid configuration (--show prints it)")
 
 
 @app.command("fit-tgi")

@@ -1,0 +1,266 @@
+"""The pipeline through the command line: run folder, reuse, restart, resume, corruption, config, SDTM.
+
+One small demo run (simulated cohort, quick SAEM) is built once per test session and shared by the
+xdist workers (a file lock); each test copies it into its own tmp_path before changing anything.
+"""
+from __future__ import annotations
+
+import fcntl
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from lesionatlas import pipeline
+from lesionatlas.cli import main
+from lesionatlas.config import Config, EventsConfig, HazardsConfig, TGIConfig, load_config
+
+SDTM_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdtm_onco"
+
+# SAEM and the other stages cut down so that a run takes seconds, not minutes (compilation dominates)
+QUICK = """
+[run]
+seed = 1
+
+[tgi]
+n_explore = 40
+n_smooth = 30
+n_posterior_iter = 30
+n_is_draws = 0
+standard_errors = false
+
+[hazards]
+candidates = ["line"]
+
+[patterns]
+k_max = 8
+n_init = 3
+
+[predictor]
+cv = 2
+max_iter = 30
+n_repeats = 1
+"""
+
+
+def _shared_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.getbasetemp()
+    return root.parent if root.name.startswith("popen-gw") else root
+
+
+@pytest.fixture(scope="session")
+def quick_config(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("config") / "quick.toml"
+    path.write_text(QUICK)
+    return path
+
+
+@pytest.fixture(scope="session")
+def base_run(tmp_path_factory, quick_config) -> Path:
+    """`lesionatlas demo` on 200 simulated patients (seed 1) with the quick config, built once for all workers."""
+    root = _shared_root(tmp_path_factory) / "pipeline_base"
+    root.mkdir(exist_ok=True)
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        out = root / "run"
+        if not (root / "done").exists():
+            shutil.rmtree(out, ignore_errors=True)
+            config = root / "quick.toml"
+            config.write_text(QUICK)
+            code = main(["demo", "--patients", "200", "--out", str(out), "--config", str(config),
+                         "--quiet"])
+            (root / "done").write_text(str(code))
+        code = int((root / "done").read_text())
+    assert code == 0
+    return out
+
+
+@pytest.fixture
+def run_copy(base_run, tmp_path) -> Path:
+    out = tmp_path / "run"
+    shutil.copytree(base_run, out)
+    return out
+
+
+def _records(out: Path) -> dict[str, bytes]:
+    return {s: (out / s / "stage.json").read_bytes() for s in pipeline.STAGES}
+
+
+def _manifest(out: Path) -> dict:
+    return {s["stage"]: s for s in json.loads((out / "manifest.json").read_text())["stages"]}
+
+
+def _csvs(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*.csv"))}
+
+
+def _run(out: Path, config: Path, *extra: str) -> int:
+    return main(["run", str(out / "input"), "--out", str(out), "--config", str(config), "--quiet", *extra])
+
+
+# ----------------------------------------------------------------------------------------- the run
+def test_demo_writes_every_stage_and_the_manifest(base_run):
+    manifest = json.loads((base_run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["seed"] == 1
+    assert [s["stage"] for s in manifest["stages"]] == list(pipeline.STAGES)
+    assert all(s["status"] == "done" for s in manifest["stages"]), manifest["stages"]
+    assert manifest["data"]["format"] == "tidy" and len(manifest["data"]["sha256"]) == 64
+    assert {"lesionatlas", "numpy", "jax", "python"} <= set(manifest["versions"])
+    for name in ("README.txt", "config.toml", "input/patients.csv", "input/truth"):
+        assert (base_run / name).exists(), name
+    for stage in pipeline.STAGES:
+        record = json.loads((base_run / stage / "stage.json").read_text())
+        assert record["status"] == "done" and record["seconds"] >= 0
+        assert {"key", "inputs", "config", "seed", "versions", "files"} <= set(record)
+        assert stage in (base_run / "README.txt").read_text()
+    for name in ("read/patients.csv", "validate/problems.csv", "select/consort.csv", "tgi/population.csv",
+                 "tgi/individual.csv", "events/table.csv", "events/sequences.csv", "hazards/hazard_ratios.csv",
+                 "phenotypes/phenotypes.csv", "patterns/assignments.csv", "survival/medians.csv",
+                 "survival/logrank.csv", "predictor/metrics.csv", "predictor/model.joblib"):
+        assert (base_run / name).is_file(), name
+    # seeds: derived per stage from (run seed, stage name); the TGI fit derives its own stream from the run seed
+    seeds = {s: json.loads((base_run / s / "stage.json").read_text())["seed"] for s in pipeline.STAGES}
+    assert seeds["tgi"] == 1 and seeds["patterns"] == pipeline.stage_seed(1, "patterns") != seeds["predictor"]
+    import pandas as pd
+
+    medians = pd.read_csv(base_run / "survival" / "medians.csv")
+    assert set(medians["outcome"]) == {"os", "pfs"}
+    assert {"pattern_group", "any_low_high", "only_high_low", "treatment", "treatment_within_group"} <= set(
+        medians["comparison"])
+
+
+def test_rerun_reuses_every_stage(run_copy, quick_config):
+    before = _records(run_copy)
+    assert _run(run_copy, quick_config) == 0
+    assert _records(run_copy) == before
+    assert all(s["reused"] and s["status"] == "done" for s in _manifest(run_copy).values())
+
+
+def test_from_events_redoes_events_and_later_only_with_identical_tables(run_copy, base_run, quick_config):
+    before = _records(run_copy)
+    assert _run(run_copy, quick_config, "--from", "events") == 0
+    after, manifest = _records(run_copy), _manifest(run_copy)
+    later = pipeline.STAGES[pipeline.STAGES.index("events"):]
+    for stage in pipeline.STAGES:
+        assert (after[stage] == before[stage]) is (stage not in later), stage
+        assert manifest[stage]["reused"] is (stage not in later)
+    # same seed, same data: the redone stages write byte-identical tables
+    for stage in later:
+        assert _csvs(run_copy / stage) == _csvs(base_run / stage), stage
+
+
+def test_interrupted_run_resumes(run_copy, quick_config, monkeypatch, capsys):
+    for stage in ("patterns", "survival", "predictor"):  # as if the run had stopped before them
+        shutil.rmtree(run_copy / stage)
+
+    def interrupted(ctx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(pipeline._RUNNERS, "patterns", interrupted)
+    assert _run(run_copy, quick_config) == 130
+    manifest = json.loads((run_copy / "manifest.json").read_text())
+    assert manifest["status"] == "failed"
+    assert not (run_copy / "patterns").exists()
+    assert not list(run_copy.glob(".*.tmp"))
+    monkeypatch.undo()
+    assert _run(run_copy, quick_config) == 0
+    manifest = _manifest(run_copy)
+    for stage in pipeline.STAGES:
+        assert manifest[stage]["status"] == "done"
+        assert manifest[stage]["reused"] is (stage not in ("patterns", "survival", "predictor")), stage
+
+
+def test_corrupted_stage_folders_are_detected_and_redone(run_copy, quick_config):
+    (run_copy / "events" / "table.csv").unlink()
+    (run_copy / "hazards" / "meta.json").write_text("garbage")
+    (run_copy / "phenotypes" / "stage.json").write_text("{not json")
+    assert _run(run_copy, quick_config) == 0
+    manifest = _manifest(run_copy)
+    for stage in ("events", "hazards", "phenotypes"):
+        assert not manifest[stage]["reused"], stage
+    for stage in ("read", "validate", "select", "tgi", "patterns"):
+        assert manifest[stage]["reused"], stage
+    assert (run_copy / "events" / "table.csv").is_file()
+    json.loads((run_copy / "hazards" / "meta.json").read_text())
+    json.loads((run_copy / "phenotypes" / "stage.json").read_text())
+
+
+def test_changed_config_redoes_the_stage_and_what_depends_on_it(run_copy, quick_config, tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text(QUICK.replace("[patterns]\n", "[patterns]\nrule = \"knee\"\nk = 3\n"))
+    assert _run(run_copy, config) == 0
+    manifest = _manifest(run_copy)
+    assert [s for s in pipeline.STAGES if not manifest[s]["reused"]] == ["patterns", "survival", "predictor"]
+
+
+# ----------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize(("text", "needle"), [
+    ("[tgi]\nnope = 1\n", "tgi.nope"),
+    ("[nope]\n", "[nope]"),
+    ("[tgi]\nn_explore = \"many\"\n", "tgi.n_explore must be an integer"),
+    ("[hazards]\nselection = \"sideways\"\n", "allowed values are"),
+    ("[tgi\n", "not a valid TOML"),
+])
+def test_config_errors_exit_2(tmp_path, capsys, text, needle):
+    config = tmp_path / "bad.toml"
+    config.write_text(text)
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "out"), "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error [config") and needle in err and "Traceback" not in err
+    if "nope" in text and "[nope]" not in text:
+        assert "n_explore" in err  # the allowed keys are listed
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_usage_and_bad_data_exit_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "none"), "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    assert capsys.readouterr().err.startswith("error [not-found]")
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "out"), "--from", "nowhere", "--quiet"]) == 2
+    assert "unknown stage" in capsys.readouterr().err
+    assert main(["config", "--config", str(tmp_path / "missing.toml")]) == 2
+
+
+def test_config_show_round_trips(tmp_path, capsys, quick_config):
+    assert main(["config", "--show", "--config", str(quick_config)]) == 0
+    shown = tmp_path / "shown.toml"
+    shown.write_text(capsys.readouterr().out)
+    assert load_config(shown) == load_config(quick_config)
+    assert load_config(shown).tgi.n_explore == 40
+    assert main(["config", "--show"]) == 0
+    assert load_config() == Config()
+
+
+def test_config_defaults_match_the_stage_specs():
+    import dataclasses
+
+    from lesionatlas.events import EventRules
+    from lesionatlas.hazards import DEFAULT_CANDIDATES
+    from lesionatlas.tgi import TGIModel
+
+    model = TGIModel()
+    for f in dataclasses.fields(TGIConfig):
+        assert getattr(TGIConfig(), f.name) == getattr(model, f.name), f.name
+    rules = EventRules()
+    for f in dataclasses.fields(EventsConfig):
+        if f.name != "estimate":
+            assert getattr(EventsConfig(), f.name) == getattr(rules, f.name), f.name
+    assert HazardsConfig().candidates == DEFAULT_CANDIDATES
+
+
+# ----------------------------------------------------------------------------------------- SDTM sample
+@pytest.mark.skipif(not SDTM_DIR.is_dir(), reason=f"the SDTM sample folder {SDTM_DIR} is not here")
+def test_sdtm_sample_runs_and_says_why_stages_are_skipped(tmp_path, quick_config):
+    out = tmp_path / "sdtm"
+    assert main(["run", str(SDTM_DIR), "--sdtm-suffix", "onco_recist", "--out", str(out), "--config",
+                 str(quick_config), "--quiet"]) == 0
+    manifest = _manifest(out)
+    for stage in ("read", "validate", "select", "tgi", "events"):
+        assert manifest[stage]["status"] == "done", manifest[stage]
+    skipped = [s for s in pipeline.STAGES if manifest[s]["status"] == "skipped"]
+    assert {"hazards", "patterns", "predictor"} <= set(skipped)
+    for stage in skipped:
+        why = json.loads((out / stage / "skipped.json").read_text())
+        assert why["reason"] and manifest[stage]["reason"] == why["reason"]
+    assert "at least" in manifest["hazards"]["reason"]
+    assert "needs" in manifest["predictor"]["reason"]
