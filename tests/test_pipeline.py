@@ -128,6 +128,11 @@ def test_demo_writes_every_stage_and_the_manifest(base_run):
     assert set(medians["outcome"]) == {"os", "pfs"}
     assert {"pattern_group", "any_low_high", "only_high_low", "treatment", "treatment_within_group"} <= set(
         medians["comparison"])
+    # group proportions by treatment (chi-square) and inter-progression times (Kruskal-Wallis + Dunn)
+    chi = pd.read_csv(base_run / "survival" / "group_by_treatment.csv")
+    assert 0 <= chi["p_value"].iloc[0] <= 1 and chi["df"].iloc[0] >= 1
+    intervals = pd.read_csv(base_run / "survival" / "interval_tests.csv")
+    assert "1st" in set(intervals["step"]) and {"group", "treatment_group"} <= set(intervals["by"])
 
 
 def test_rerun_reuses_every_stage(run_copy, quick_config):

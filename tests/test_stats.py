@@ -59,3 +59,14 @@ def test_pearson():
     ref = scipy.stats.pearsonr(x[:-1], y[:-1])
     assert res["r"].iloc[0] == pytest.approx(ref.statistic)
     assert res["ci_lower"].iloc[0] < res["r"].iloc[0] < res["ci_upper"].iloc[0]
+
+
+def test_chi_square_matches_scipy_and_percentages():
+    from lesionatlas.stats import chi_square
+
+    df = pd.DataFrame({"group": list("aabbbcc" * 5), "arm": list("xyxyxyx" * 5)})
+    counts, test = chi_square(df, "group", "arm")
+    ref = scipy.stats.chi2_contingency(pd.crosstab(df["group"], df["arm"]).to_numpy())
+    assert test["statistic"].iloc[0] == pytest.approx(ref.statistic)
+    assert test["df"].iloc[0] == 2 and test["n"].iloc[0] == 35
+    assert counts.groupby("arm")["percent_of_col"].sum().tolist() == pytest.approx([100.0, 100.0])

@@ -171,7 +171,16 @@ class SurvivalTables:
     patients: pd.DataFrame
     meta: dict[str, Any] = field(default_factory=dict)
 
-    _TABLES = ("medians", "logrank", "pairwise", "curves", "at_risk", "patients")
+    #: group proportions by treatment (``counts``) and their chi-square test (``group_by_treatment``);
+    #: Kruskal-Wallis and Dunn tests of the times to 1st and between successive progressions across
+    #: groups, and across treatments within each group (``interval_tests``, ``interval_pairs``).
+    group_counts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    group_by_treatment: pd.DataFrame = field(default_factory=pd.DataFrame)
+    interval_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    interval_pairs: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    _TABLES = ("medians", "logrank", "pairwise", "curves", "at_risk", "patients", "group_counts",
+               "group_by_treatment", "interval_tests", "interval_pairs")
 
     def to_dir(self, path: str | Path) -> Path:
         return write_result_dir(path, {n: getattr(self, n) for n in self._TABLES},
@@ -537,9 +546,43 @@ def _stage_survival(ctx: _Context) -> tuple[Any, Callable[[Path], Any]]:
                                               table.reset_index(drop=True)], axis=1))
     tables = {n: (pd.concat(v, ignore_index=True) if v else pd.DataFrame(columns=["outcome", "comparison", "stratum"]))
               for n, v in parts.items()}
+    if "pattern_group" in frame:
+        tables.update(_group_tests(ctx, frame, arm, s.adjust))
     result = SurvivalTables(**tables, patients=frame.reset_index(drop=True),
                             meta={"outcomes": outcomes, "adjust": s.adjust})
     return result, lambda tmp: result.to_dir(tmp)
+
+
+def _group_tests(ctx: _Context, frame: pd.DataFrame, arm: str | None, adjust: str) -> dict[str, pd.DataFrame]:
+    """Group proportions by treatment (chi-square) and the inter-progression times compared across groups
+    and, within each group, across treatments (Kruskal-Wallis + Dunn) - the paper's Fig. 4c and 5."""
+    from .stats import chi_square, dunn, kruskal_wallis
+
+    out: dict[str, pd.DataFrame] = {}
+    grouped = frame[frame["pattern_group"].notna() & (frame["pattern_group"] != "No-Progression")]
+    if arm is not None:
+        try:
+            out["group_counts"], out["group_by_treatment"] = chi_square(grouped, "pattern_group", arm)
+        except DataError as exc:
+            ctx.notes.append(f"group proportions by treatment: {exc.message}")
+    intervals = ctx.get("patterns").intervals.astype({"patient_id": str})
+    if arm is not None:
+        intervals = intervals.merge(frame[["patient_id", arm]], on="patient_id", how="left")
+    tests, pairs = [], []
+    for step, sub in intervals.groupby("step", sort=False):
+        cases = [("group", "all", sub)]
+        if arm is not None:
+            cases += [(arm, str(g), gsub) for g, gsub in sub.groupby("group")]
+        for by, stratum, data in cases:
+            if data[by].nunique() < 2 or len(data) < 3:
+                continue
+            label = {"step": step, "by": by, "stratum": stratum}
+            tests.append({**label, **kruskal_wallis(data, "days", by).iloc[0].to_dict()})
+            pairs.append(dunn(data, "days", by, adjust=adjust).assign(**label))
+    if tests:
+        out["interval_tests"] = pd.DataFrame(tests)
+        out["interval_pairs"] = pd.concat(pairs, ignore_index=True)
+    return out
 
 
 def _stage_predictor(ctx: _Context) -> tuple[Any, Callable[[Path], Any]]:

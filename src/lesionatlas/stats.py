@@ -92,6 +92,30 @@ def pearson(x: np.ndarray, y: np.ndarray) -> pd.DataFrame:
                           "ci_upper": float(ci.high), "n": int(ok.sum())}])
 
 
+def chi_square(frame: pd.DataFrame, row: str, col: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Chi-square test of independence of two categorical columns (e.g. pattern group by treatment).
+
+    Returns ``(counts, test)``: the tidy contingency table ``row, col, n, percent_of_col`` and
+    ``statistic, df, p_value, n`` (scipy's ``chi2_contingency``, no continuity correction beyond its
+    default for 2 x 2 tables).
+    """
+    from scipy.stats import chi2_contingency
+
+    missing = [c for c in (row, col) if c not in frame.columns]
+    if missing:
+        raise DataError(f"column(s) {', '.join(missing)} missing", code="missing-column")
+    data = frame[[row, col]].dropna().astype(str)
+    table = pd.crosstab(data[row], data[col])
+    if table.shape[0] < 2 or table.shape[1] < 2:
+        raise DataError(f"chi-square: {row} x {col} needs at least 2 levels of each", code="too-few-groups")
+    res = chi2_contingency(table.to_numpy())
+    counts = table.stack().rename("n").reset_index()
+    counts["percent_of_col"] = 100.0 * counts["n"] / counts.groupby(col)["n"].transform("sum")
+    test = pd.DataFrame([{"statistic": float(res.statistic), "df": int(res.dof), "p_value": float(res.pvalue),
+                          "n": int(table.to_numpy().sum())}])
+    return counts, test
+
+
 # ------------------------------------------------------------------------------------------------
 # Lesion growth parameters across organs and treatments (Zhou et al. 2024, step 4 and Fig. 2)
 

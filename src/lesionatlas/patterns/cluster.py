@@ -26,6 +26,8 @@ paper's number.
 """
 from __future__ import annotations
 
+import math
+
 import dataclasses
 import json
 import warnings
@@ -379,7 +381,9 @@ def _selection_loop(x: np.ndarray, k_values: list[int], seed: int, n_init: int, 
         km = _kmeans(x, k, seed, n_init)
         labels, centers = _canonical_labels(km.labels_, km.cluster_centers_)
         fits[k] = (labels, centers)
-        rss = float(km.inertia_)
+        # exactly rounded sum of squares (math.fsum): the same bits whatever the summation order, where
+        # km.inertia_ can differ in its last digit between processes (threaded, vectorised sums)
+        rss = math.fsum(np.square(x - centers[labels]).ravel().tolist())
         aic, bic = kmeans_information_criteria(rss, n, d, k)
         sil = np.nan
         if 2 <= len(np.unique(labels)) <= n - 1:
