@@ -133,6 +133,8 @@ def test_demo_writes_every_stage_and_the_manifest(base_run):
     assert 0 <= chi["p_value"].iloc[0] <= 1 and chi["df"].iloc[0] >= 1
     intervals = pd.read_csv(base_run / "survival" / "interval_tests.csv")
     assert "1st" in set(intervals["step"]) and {"group", "treatment_group"} <= set(intervals["by"])
+    seqs = pd.read_csv(base_run / "survival" / "sequences_by_treatment.csv")
+    assert seqs.groupby("treatment_group")["percent_of_treatment"].sum().round(6).eq(100).all()
 
 
 def test_rerun_reuses_every_stage(run_copy, quick_config):

@@ -178,9 +178,11 @@ class SurvivalTables:
     group_by_treatment: pd.DataFrame = field(default_factory=pd.DataFrame)
     interval_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
     interval_pairs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: organ progression sequences (``liver > lung``) counted by treatment, with percentages per treatment
+    sequences_by_treatment: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     _TABLES = ("medians", "logrank", "pairwise", "curves", "at_risk", "patients", "group_counts",
-               "group_by_treatment", "interval_tests", "interval_pairs")
+               "group_by_treatment", "interval_tests", "interval_pairs", "sequences_by_treatment")
 
     def to_dir(self, path: str | Path) -> Path:
         return write_result_dir(path, {n: getattr(self, n) for n in self._TABLES},
@@ -582,6 +584,15 @@ def _group_tests(ctx: _Context, frame: pd.DataFrame, arm: str | None, adjust: st
     if tests:
         out["interval_tests"] = pd.DataFrame(tests)
         out["interval_pairs"] = pd.concat(pairs, ignore_index=True)
+    seq = ctx.get("events").sequences
+    if arm is not None and len(seq):
+        text = (seq.sort_values(["patient_id", "position"]).astype({"patient_id": str})
+                .groupby("patient_id")["organ"].agg(" > ".join).rename("sequence").reset_index())
+        text = text.merge(frame[["patient_id", arm]], on="patient_id").dropna(subset=[arm])
+        counts = text.groupby([arm, "sequence"]).size().rename("n").reset_index()
+        counts["percent_of_treatment"] = 100.0 * counts["n"] / counts.groupby(arm)["n"].transform("sum")
+        out["sequences_by_treatment"] = counts.sort_values([arm, "n", "sequence"], ascending=[True, False, True],
+                                                           ignore_index=True)
     return out
 
 
