@@ -92,5 +92,7 @@ def test_bad_input():
 
 
 def test_buckets():
-    assert [lesion_bucket(n) for n in (1, 256, 257, 385, 19180)] == [256, 256, 384, 512, 24576]
+    assert [lesion_bucket(n) for n in (1, 256, 257, 385, 3072, 3073, 4096)] == [256, 256, 384, 512, 3072, 4096, 4096]
+    # above 4,096 lesions: multiples of 1,024 (the paper's 19,180 lesions pad to 19,456, not 24,576)
+    assert [lesion_bucket(n) for n in (4097, 5120, 5121, 19180, 1_000_000)] == [5120, 5120, 6144, 19456, 1_000_448]
     assert [observation_bucket(m) for m in (1, 8, 9, 29)] == [8, 8, 16, 32]

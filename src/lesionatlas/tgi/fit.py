@@ -28,6 +28,9 @@ from .spec import TGIModel
 _STAGE = "tgi"
 _MIN_LESION_BUCKET = 256
 _OBS_BUCKET = 8
+# above this many lesions the bucket is a multiple of _LARGE_LESION_STEP (padding < 25%, shrinking with n)
+_LARGE_LESION_BUCKET = 4096
+_LARGE_LESION_STEP = 1024
 
 
 # ----------------------------------------------------------------------------- checks
@@ -102,7 +105,10 @@ class LesionArrays:
 
 
 def lesion_bucket(n: int) -> int:
-    """Padded lesion count: the smallest 2^k or 1.5 * 2^k >= n (at least 256): <= 33% padding, few shapes."""
+    """Padded lesion count: up to 4,096 lesions the smallest 2^k or 1.5 * 2^k >= n (at least 256): <= 33%
+    padding, few shapes; above, the smallest multiple of 1,024 >= n (< 25% padding, 1.4% at 19,180)."""
+    if n > _LARGE_LESION_BUCKET:
+        return -(-n // _LARGE_LESION_STEP) * _LARGE_LESION_STEP
     size = _MIN_LESION_BUCKET
     while True:
         if size >= n:
