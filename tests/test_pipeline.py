@@ -5,7 +5,6 @@ xdist workers (a file lock); each test copies it into its own tmp_path before ch
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import shutil
 from pathlib import Path
@@ -17,64 +16,6 @@ from lesionatlas.cli import main
 from lesionatlas.config import Config, EventsConfig, HazardsConfig, TGIConfig, load_config
 
 SDTM_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sdtm_onco"
-
-# SAEM and the other stages cut down so that a run takes seconds, not minutes (compilation dominates)
-QUICK = """
-[run]
-seed = 1
-
-[tgi]
-n_explore = 40
-n_smooth = 30
-n_posterior_iter = 30
-n_is_draws = 0
-standard_errors = false
-
-[hazards]
-candidates = ["line"]
-
-[patterns]
-k_max = 8
-n_init = 3
-
-[predictor]
-cv = 2
-max_iter = 30
-n_repeats = 1
-"""
-
-
-def _shared_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.getbasetemp()
-    return root.parent if root.name.startswith("popen-gw") else root
-
-
-@pytest.fixture(scope="session")
-def quick_config(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("config") / "quick.toml"
-    path.write_text(QUICK)
-    return path
-
-
-@pytest.fixture(scope="session")
-def base_run(tmp_path_factory, quick_config) -> Path:
-    """`lesionatlas demo` on 200 simulated patients (seed 1) with the quick config, built once for all workers."""
-    root = _shared_root(tmp_path_factory) / "pipeline_base"
-    root.mkdir(exist_ok=True)
-    with open(root / "lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        out = root / "run"
-        if not (root / "done").exists():
-            shutil.rmtree(out, ignore_errors=True)
-            config = root / "quick.toml"
-            config.write_text(QUICK)
-            code = main(["demo", "--patients", "200", "--out", str(out), "--config", str(config),
-                         "--quiet"])
-            (root / "done").write_text(str(code))
-        code = int((root / "done").read_text())
-    assert code == 0
-    return out
-
 
 @pytest.fixture
 def run_copy(base_run, tmp_path) -> Path:
@@ -195,7 +136,7 @@ def test_corrupted_stage_folders_are_detected_and_redone(run_copy, quick_config)
 
 def test_changed_config_redoes_the_stage_and_what_depends_on_it(run_copy, quick_config, tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text(QUICK.replace("[patterns]\n", "[patterns]\nrule = \"knee\"\nk = 3\n"))
+    config.write_text(quick_config.read_text().replace("[patterns]\n", "[patterns]\nrule = \"knee\"\nk = 3\n"))
     assert _run(run_copy, config) == 0
     manifest = _manifest(run_copy)
     assert [s for s in pipeline.STAGES if not manifest[s]["reused"]] == ["patterns", "survival", "predictor"]

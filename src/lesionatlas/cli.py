@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .errors import LesionAtlasError
+from .errors import ConfigError, LesionAtlasError
 
 EXIT_OK = 0
 EXIT_UNEXPECTED = 1
@@ -260,6 +260,8 @@ def _print_run_summary(result) -> None:
     if n_warn:
         out.print(f"{n_warn} warning(s) recorded in the stages' stage.json")
     out.print(f"run folder: {folder} (README.txt says what each file is; manifest.json what ran)")
+    if (folder / "report.html").is_file():
+        out.print(f"report: {(folder / 'report.html').resolve()}")
 
 
 @app.command("run")
@@ -322,6 +324,28 @@ def demo(
     if not quiet:
         _print_run_summary(result)
         _console().print(f"simulated cohort: {data} (the planted truth: {data / 'truth'})")
+
+
+@app.command("report")
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder made by `lesionatlas run` or `demo`.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Where report.html and figures/ go (default: the run folder).")] = None,
+    dpi: Annotated[Optional[int], typer.Option("--dpi", help="Resolution of the PNG figures (default: the run's report.dpi).")] = None,
+) -> None:
+    """Draw report.html and figures/ again from a finished run folder (no stage is rerun)."""
+    from . import pipeline
+    from .report import build_report
+
+    run = pipeline.open_run(run_dir)
+    if dpi is not None and not 30 <= dpi <= 600:
+        raise ConfigError(f"--dpi {dpi}: give an integer from 30 to 600", code="bad-option")
+    err = _console(stderr=True)
+    with err.status("drawing the report"):
+        built = build_report(run, out, dpi=dpi if dpi is not None else int(run.config.report.dpi))
+    for failure in built.failures:
+        err.print(f"warning: part of the report could not be drawn: {failure}")
+    _console().print(f"report: {built.path.resolve()} ({built.n_figures} figures, {built.seconds:.1f} s; "
+                     f"PNG and SVG in {built.figures})")
 
 
 @app.command("config")

@@ -216,6 +216,14 @@ class PredictorConfig:
     min_patients: int = 50
 
 
+@dataclass(frozen=True)
+class ReportConfig:
+    """The HTML report written at the end of a run (``report.html`` and ``figures/``)."""
+
+    enabled: bool = True
+    dpi: int = 110
+
+
 #: Values allowed for the settings that take one of a few words.
 CHOICES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("run", "disease"): DISEASES,
@@ -257,6 +265,7 @@ class Config:
     patterns: PatternsConfig = field(default_factory=PatternsConfig)
     survival: SurvivalConfig = field(default_factory=SurvivalConfig)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
 
     def section(self, name: str) -> Any:
         """One section by name."""
@@ -284,7 +293,7 @@ class Config:
 SECTION_CLASSES: dict[str, type] = {
     "run": RunConfig, "cohort": CohortConfig, "selection": SelectionConfig, "tgi": TGIConfig,
     "events": EventsConfig, "hazards": HazardsConfig, "phenotypes": PhenotypesConfig, "patterns": PatternsConfig,
-    "survival": SurvivalConfig, "predictor": PredictorConfig,
+    "survival": SurvivalConfig, "predictor": PredictorConfig, "report": ReportConfig,
 }
 SECTIONS: tuple[str, ...] = tuple(SECTION_CLASSES)
 
@@ -386,6 +395,10 @@ def _check(section: str, key: str, value: Any, default: Any) -> Any:
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
         raise bad('"auto" or an integer >= 1')
+    if (section, key) == ("report", "dpi"):
+        if isinstance(value, int) and not isinstance(value, bool) and 30 <= value <= 600:
+            return value
+        raise bad("an integer from 30 to 600")
     if (section, key) == ("events", "progression_mm3"):
         if value is False:
             return False
@@ -446,7 +459,7 @@ def _toml_value(value: Any) -> str:
 
 __all__ = [
     "CHOICES", "Config", "CohortConfig", "DEFAULT_AXIS_RATIO", "DEFAULT_LIMIT_MM3", "DISEASES",
-    "DISEASE_REFERENCE_ORGAN", "EventsConfig", "HazardsConfig", "PatternsConfig", "PhenotypesConfig",
+    "DISEASE_REFERENCE_ORGAN", "EventsConfig", "ReportConfig", "HazardsConfig", "PatternsConfig", "PhenotypesConfig",
     "PredictorConfig", "RunConfig", "SECTIONS", "SelectionConfig", "SurvivalConfig", "TGIConfig",
     "defaults_path", "load_config", "section_dict",
 ]

@@ -41,6 +41,7 @@ import pandas as pd
 from .config import DISEASE_REFERENCE_ORGAN, Config, load_config, section_dict
 from .errors import ConfigError, ConvergenceError, DataError
 from .io import atomic_dir, write_json, write_result_dir
+from .survival import SurvivalTables
 
 #: The stages, in order.
 STAGES: tuple[str, ...] = (
@@ -151,49 +152,6 @@ class RunResult:
     def __repr__(self) -> str:
         counts = self.summary()["status"].value_counts().to_dict()
         return f"RunResult({self.out}: " + ", ".join(f"{v} {k}" for k, v in counts.items()) + ")"
-
-
-@dataclass(frozen=True, eq=False)
-class SurvivalTables:
-    """Kaplan–Meier medians, log-rank tests, curves and numbers at risk of every comparison, as tidy tables.
-
-    Every table starts with ``outcome`` (``os``, ``pfs``), ``comparison`` (``pattern_group``,
-    ``any_low_high``, ``only_high_low``, ``treatment``, ``treatment_within_group``) and ``stratum``
-    (``all``, or the pattern group within which treatments are compared), then the columns of
-    :func:`lesionatlas.survival.compare_survival`'s tables. ``patients`` holds the per-patient input.
-    """
-
-    medians: pd.DataFrame
-    logrank: pd.DataFrame
-    pairwise: pd.DataFrame
-    curves: pd.DataFrame
-    at_risk: pd.DataFrame
-    patients: pd.DataFrame
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    #: group proportions by treatment (``counts``) and their chi-square test (``group_by_treatment``);
-    #: Kruskal-Wallis and Dunn tests of the times to 1st and between successive progressions across
-    #: groups, and across treatments within each group (``interval_tests``, ``interval_pairs``).
-    group_counts: pd.DataFrame = field(default_factory=pd.DataFrame)
-    group_by_treatment: pd.DataFrame = field(default_factory=pd.DataFrame)
-    interval_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
-    interval_pairs: pd.DataFrame = field(default_factory=pd.DataFrame)
-    #: organ progression sequences (``liver > lung``) counted by treatment, with percentages per treatment
-    sequences_by_treatment: pd.DataFrame = field(default_factory=pd.DataFrame)
-
-    _TABLES = ("medians", "logrank", "pairwise", "curves", "at_risk", "patients", "group_counts",
-               "group_by_treatment", "interval_tests", "interval_pairs", "sequences_by_treatment")
-
-    def to_dir(self, path: str | Path) -> Path:
-        return write_result_dir(path, {n: getattr(self, n) for n in self._TABLES},
-                                {"schema": "lesionatlas.survival/1", **self.meta})
-
-    @classmethod
-    def from_dir(cls, path: str | Path) -> SurvivalTables:
-        path = Path(path)
-        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
-        meta.pop("schema", None)
-        return cls(**{n: pd.read_parquet(path / f"{n}.parquet") for n in cls._TABLES}, meta=meta)
 
 
 # ============================================================================================ helpers
@@ -686,7 +644,7 @@ def run(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for stale in [*out.glob(".*.tmp"), *out.glob(".*.old-*")]:  # left by an interrupted run
-        if stale.is_dir() and any(stale.name.startswith(f".{s}.") for s in STAGES):
+        if stale.is_dir() and any(stale.name.startswith(f".{s}.") for s in (*STAGES, "figures")):
             shutil.rmtree(stale, ignore_errors=True)
     if progress is None and not quiet:
         progress = _plain_progress
@@ -783,7 +741,67 @@ def run(
     _write_readme(out, records)
     if failure is not None:
         raise failure
-    return RunResult(out=out, config=config, stages=tuple(records), seconds=total, _cache=dict(ctx.results))
+    result = RunResult(out=out, config=config, stages=tuple(records), seconds=total, _cache=dict(ctx.results))
+    if config.report.enabled:
+        if progress is not None:
+            progress("report", "start", None, None)
+        report = _report(result, output_hash)
+        total = round(time.perf_counter() - started, 3)
+        _write_manifest(out, data, config, records, vers, data_hash, started_at, total, None, report=report)
+        result = RunResult(out=out, config=config, stages=tuple(records), seconds=total, _cache=dict(ctx.results))
+        if progress is not None:
+            progress("report", "reused" if report["reused"] else "done", None, None)
+    return result
+
+
+#: bump when the report's content changes, so that a rerun redraws it
+_REPORT_VERSION = 1
+
+
+def _report(result: RunResult, output_hash: dict[str, str]) -> dict[str, Any]:
+    """Build ``report.html`` and ``figures/`` unless the same stage outputs already made the report there."""
+    out = result.out
+    key = _hash_json({"stages": output_hash, "report": section_dict(result.config.report),
+                      "lesionatlas": versions()["lesionatlas"], "version": _REPORT_VERSION})
+    stamp = out / "figures" / ".report-key"
+    if (out / "report.html").is_file() and stamp.is_file() and stamp.read_text(encoding="utf-8") == key:
+        return {"path": "report.html", "figures": "figures", "reused": True, "key": key, "seconds": None,
+                "failures": []}
+    from .report import build_report
+
+    built = build_report(result, dpi=int(result.config.report.dpi))
+    stamp.write_text(key, encoding="utf-8")
+    return {"path": "report.html", "figures": "figures", "reused": False, "key": key, "seconds": built.seconds,
+            "n_figures": built.n_figures, "failures": list(built.failures)}
+
+
+def open_run(out: str | Path) -> RunResult:
+    """The run folder ``out`` of an earlier :func:`run`, read back (stages as its manifest records them).
+
+    Raises
+    ------
+    DataError
+        ``out`` has no readable ``manifest.json`` (not a run folder, or a run that never finished a stage).
+    """
+    out = Path(out)
+    try:
+        manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise DataError(f"{out}: not a run folder (no readable manifest.json); make one with `lesionatlas run`",
+                        code="not-a-run") from None
+    config_file = out / "config.toml"
+    config = load_config(config_file) if config_file.is_file() else load_config()
+    records = []
+    for entry in manifest.get("stages", []):
+        name = entry["stage"]
+        record = _read_record(out / name) if entry["status"] in ("done", "skipped") else None
+        status = entry["status"] if record is not None or entry["status"] not in ("done", "skipped") else "not run"
+        reason = entry.get("reason", "") if record is not None or status != "not run" else \
+            "its folder is missing or damaged; rerun `lesionatlas run` to redo it"
+        records.append(StageRecord(name, status, bool(entry.get("reused")), entry.get("seconds"), out / name,
+                                   reason=reason, key=entry.get("key", ""),
+                                   warnings=tuple((record or {}).get("warnings", ()))))
+    return RunResult(out=out, config=config, stages=tuple(records), seconds=float(manifest.get("seconds") or 0.0))
 
 
 def _now() -> str:
@@ -791,7 +809,8 @@ def _now() -> str:
 
 
 def _write_manifest(out: Path, data: Path, config: Config, records: list[StageRecord], vers: dict[str, str],
-                    data_hash: str, started_at: str, total: float, failure: BaseException | None) -> None:
+                    data_hash: str, started_at: str, total: float, failure: BaseException | None,
+                    report: dict[str, Any] | None = None) -> None:
     fmt = config.cohort.format
     if not fmt:
         try:
@@ -814,6 +833,7 @@ def _write_manifest(out: Path, data: Path, config: Config, records: list[StageRe
         "stages": [{"stage": r.name, "status": r.status, "reused": r.reused, "seconds": r.seconds,
                     "reason": r.reason, "key": r.key, "n_warnings": len(r.warnings),
                     "path": r.name} for r in records],
+        "report": report,
     })
 
 
@@ -842,5 +862,5 @@ def _write_readme(out: Path, records: list[StageRecord]) -> None:
     atomic_write_text(out / "README.txt", "\n".join(lines) + "\n")
 
 
-__all__ = ["DESCRIPTIONS", "NEEDS", "STAGES", "RunResult", "StageRecord", "SurvivalTables", "hash_path", "run",
+__all__ = ["DESCRIPTIONS", "NEEDS", "STAGES", "RunResult", "StageRecord", "SurvivalTables", "hash_path", "open_run", "run",
            "stage_seed", "versions"]

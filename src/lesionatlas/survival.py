@@ -6,13 +6,16 @@ confidence interval (lifelines' exponential Greenwood interval of the survival c
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .io import write_result_dir
 
 ALL = "all"
 
@@ -203,3 +206,46 @@ def compare_survival(frame: pd.DataFrame, duration: str, event: str, group: str,
         at_risk=numbers_at_risk(frame, duration, event, group, times),
         meta={"adjust": adjust},
     )
+
+
+@dataclass(frozen=True, eq=False)
+class SurvivalTables:
+    """Kaplan–Meier medians, log-rank tests, curves and numbers at risk of every comparison, as tidy tables.
+
+    Every table starts with ``outcome`` (``os``, ``pfs``), ``comparison`` (``pattern_group``,
+    ``any_low_high``, ``only_high_low``, ``treatment``, ``treatment_within_group``) and ``stratum``
+    (``all``, or the pattern group within which treatments are compared), then the columns of
+    :func:`lesionatlas.survival.compare_survival`'s tables. ``patients`` holds the per-patient input.
+    """
+
+    medians: pd.DataFrame
+    logrank: pd.DataFrame
+    pairwise: pd.DataFrame
+    curves: pd.DataFrame
+    at_risk: pd.DataFrame
+    patients: pd.DataFrame
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    #: group proportions by treatment (``counts``) and their chi-square test (``group_by_treatment``);
+    #: Kruskal-Wallis and Dunn tests of the times to 1st and between successive progressions across
+    #: groups, and across treatments within each group (``interval_tests``, ``interval_pairs``).
+    group_counts: pd.DataFrame = field(default_factory=pd.DataFrame)
+    group_by_treatment: pd.DataFrame = field(default_factory=pd.DataFrame)
+    interval_tests: pd.DataFrame = field(default_factory=pd.DataFrame)
+    interval_pairs: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: organ progression sequences (``liver > lung``) counted by treatment, with percentages per treatment
+    sequences_by_treatment: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+    _TABLES = ("medians", "logrank", "pairwise", "curves", "at_risk", "patients", "group_counts",
+               "group_by_treatment", "interval_tests", "interval_pairs", "sequences_by_treatment")
+
+    def to_dir(self, path: str | Path) -> Path:
+        return write_result_dir(path, {n: getattr(self, n) for n in self._TABLES},
+                                {"schema": "lesionatlas.survival/1", **self.meta})
+
+    @classmethod
+    def from_dir(cls, path: str | Path) -> SurvivalTables:
+        path = Path(path)
+        meta = json.loads((path / "meta.json").read_text(encoding="utf-8"))
+        meta.pop("schema", None)
+        return cls(**{n: pd.read_parquet(path / f"{n}.parquet") for n in cls._TABLES}, meta=meta)
