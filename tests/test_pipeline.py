@@ -9,6 +9,7 @@ import json
 import shutil
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from lesionatlas import pipeline
@@ -193,7 +194,44 @@ def test_config_defaults_match_the_stage_specs():
     for f in dataclasses.fields(EventsConfig):
         if f.name != "estimate":
             assert getattr(EventsConfig(), f.name) == getattr(rules, f.name), f.name
-    assert HazardsConfig().candidates == DEFAULT_CANDIDATES
+    assert HazardsConfig().candidates == "auto"
+    assert Config().run.preset["candidates"] == DEFAULT_CANDIDATES
+
+
+def test_disease_presets_fill_the_auto_settings():
+    from lesionatlas.config import DISEASE_CANDIDATES
+
+    hn = load_config(None, {"run": {"disease": "hnscc"}})
+    assert hn.run.preset == {"reference_organ": "head_neck", "candidates": DISEASE_CANDIDATES["hnscc"],
+                             "naming_organ": "lung"}
+    assert set(DISEASE_CANDIDATES["hnscc"]) == {"treatment", "age", "prior_radiation", "bsa"}  # the paper's
+    # an explicit setting wins over the preset
+    assert load_config(None, {"hazards": {"candidates": ["age"]}}).hazards.candidates == ("age",)
+
+
+def test_unknown_disease_is_a_clear_error(tmp_path, capsys):
+    assert main(["run", str(tmp_path), "--out", str(tmp_path / "o"), "--disease", "melanoma"]) == 2
+    err = capsys.readouterr().err
+    assert "--disease 'melanoma'" in err and "mcrc, hnscc, custom" in err and "Traceback" not in err
+
+
+def test_hnscc_preset_end_to_end(tmp_path, quick_config):
+    """The paper's external validation workflow: the head-and-neck cohort through the same command."""
+    out = tmp_path / "hn"
+    config = tmp_path / "hn.toml"
+    config.write_text(quick_config.read_text().replace('candidates = ["line"]', 'candidates = "auto"'))
+    assert main(["demo", "--disease", "hnscc", "--patients", "160", "--out", str(out), "--config", str(config),
+                 "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["disease"] == "hnscc"
+    assert {s["stage"]: s["status"] for s in manifest["stages"]} == {s: "done" for s in pipeline.STAGES}
+    assert json.loads((out / "input.json").read_text())["preset"] == "hnscc"
+    hr = pd.read_csv(out / "hazards" / "hazard_ratios.csv")
+    assert set(hr.loc[hr["reference"], "organ"]) == {"head_neck"}
+    steps = pd.read_csv(out / "hazards" / "selection_steps.csv")
+    assert set(steps["term"]) <= {"treatment", "age", "prior_radiation", "bsa"}
+    assert {"prior_radiation", "bsa"} <= set(steps["term"])
+    assert "head and neck" in (out / "report.html").read_text()
 
 
 # ----------------------------------------------------------------------------------------- SDTM sample

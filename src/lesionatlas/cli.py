@@ -137,6 +137,17 @@ def simulate(
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="A TOML file of settings (see `lesionatlas config --show`).")]
 FromOpt = Annotated[Optional[str], typer.Option("--from", help="Redo this stage and every later one: read, validate, select, tgi, events, hazards, phenotypes, patterns, survival, predictor.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress display and no summary.")]
+DiseaseOpt = Annotated[Optional[str], typer.Option("--disease", help="Disease preset: mcrc, hnscc or custom (reference organ, candidate covariates, group naming; default: the config's run.disease).")]
+
+
+def _disease_override(disease: Optional[str]) -> dict:
+    if disease is None:
+        return {}
+    from .config import DISEASES
+
+    if disease not in DISEASES:
+        raise ConfigError(f"--disease {disease!r}: give one of {', '.join(DISEASES)}", code="bad-option")
+    return {"disease": disease}
 
 
 def _run_progress(err):
@@ -280,9 +291,13 @@ def run_command(
     limit: LimitOpt = None,
     evaluator: EvaluatorOpt = None,
     sdtm_suffix: SuffixOpt = None,
+    disease: DiseaseOpt = None,
 ) -> None:
     """Run the whole analysis on DATA into a run folder; stages whose inputs are unchanged are reused."""
-    cfg = _load_config(config, _cohort_overrides(format, organ_map, id, time, dv, cens, limit, evaluator, sdtm_suffix))
+    overrides = _cohort_overrides(format, organ_map, id, time, dv, cens, limit, evaluator, sdtm_suffix)
+    if disease is not None:
+        overrides["run"] = _disease_override(disease)
+    cfg = _load_config(config, overrides)
     result = _run_pipeline(data, out, cfg, from_stage, quiet)
     if not quiet:
         _print_run_summary(result)
@@ -297,26 +312,33 @@ def demo(
     config: ConfigOpt = None,
     from_stage: FromOpt = None,
     quiet: QuietOpt = False,
+    disease: Annotated[Optional[str], typer.Option("--disease", help="mcrc (the paper's cohort, default) or hnscc (its head-and-neck validation cohort): the cohort simulated and the preset of the analysis.")] = None,
 ) -> None:
-    """Simulate the default mCRC cohort into DIR/input/ and run the whole analysis on it."""
+    """Simulate the default mCRC cohort (or the head-and-neck one) into DIR/input/ and run the whole analysis on it."""
     from .data.simulate import simulate_cohort
 
-    cfg = _load_config(config, {"run": {"seed": seed}} if seed is not None else None)
+    run_overrides: dict = {"seed": seed} if seed is not None else {}
+    if disease is not None:
+        if disease not in ("mcrc", "hnscc"):
+            raise ConfigError(f"--disease {disease!r}: the demo simulates mcrc or hnscc", code="bad-option")
+        run_overrides["disease"] = disease
+    cfg = _load_config(config, {"run": run_overrides} if run_overrides else None)
+    preset = cfg.run.disease if cfg.run.disease in ("mcrc", "hnscc") else "mcrc"
     n = 300 if small and patients is None else patients
     sim_seed = int(cfg.run.seed)
     err = _console(stderr=True)
     data = out / "input"
-    marker = {"preset": "mcrc", "seed": sim_seed, "n_patients": n}
+    marker = {"preset": preset, "seed": sim_seed, "n_patients": n}
     marker_file = out / "input.json"
     import json
 
     current = json.loads(marker_file.read_text()) if marker_file.is_file() else None
     if current != marker or not data.is_dir():
         if quiet:
-            simulate_cohort("mcrc", seed=sim_seed, n_patients=n).to_dir(data)
+            simulate_cohort(preset, seed=sim_seed, n_patients=n).to_dir(data)
         else:
-            with err.status(f"simulating the mCRC cohort (seed {sim_seed})"):
-                simulate_cohort("mcrc", seed=sim_seed, n_patients=n).to_dir(data)
+            with err.status(f"simulating the {preset} cohort (seed {sim_seed})"):
+                simulate_cohort(preset, seed=sim_seed, n_patients=n).to_dir(data)
         from .io import write_json
 
         write_json(marker_file, marker)

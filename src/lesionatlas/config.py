@@ -97,6 +97,16 @@ class SelectionConfig:
 DISEASES: tuple[str, ...] = ("mcrc", "hnscc", "custom")
 #: Reference organ of the organ hazard models per disease (``hazards.reference_organ = "auto"``).
 DISEASE_REFERENCE_ORGAN: dict[str, str] = {"mcrc": "abdominal", "hnscc": "head_neck", "custom": "abdominal"}
+#: Candidate covariates of the organ hazard models per disease (``hazards.candidates = "auto"``): the
+#: paper's for mCRC, its external validation's for head and neck (treatment, age, radiation, body surface
+#: area); ``custom`` offers every baseline column the canonical patients table may have.
+DISEASE_CANDIDATES: dict[str, tuple[str, ...]] = {
+    "mcrc": ("treatment", "age", "bmi", "sex", "race", "prior_surgery", "line"),
+    "hnscc": ("treatment", "age", "prior_radiation", "bsa"),
+    "custom": ("treatment", "age", "bmi", "bsa", "sex", "race", "prior_surgery", "prior_radiation", "line"),
+}
+#: Organ named in the pattern groups (``<Organ>-First``) per disease (``patterns.naming_organ = "auto"``).
+DISEASE_NAMING_ORGAN: dict[str, str] = {"mcrc": "liver", "hnscc": "lung", "custom": "liver"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +115,12 @@ class RunConfig:
 
     seed: int = 0
     disease: str = "mcrc"
+
+    @property
+    def preset(self) -> dict[str, Any]:
+        """What the disease preset sets: reference organ, candidate covariates, naming organ."""
+        return {"reference_organ": DISEASE_REFERENCE_ORGAN[self.disease],
+                "candidates": DISEASE_CANDIDATES[self.disease], "naming_organ": DISEASE_NAMING_ORGAN[self.disease]}
 
 
 @dataclass(frozen=True)
@@ -162,7 +178,7 @@ class HazardsConfig:
     """Arguments of ``fit_organ_hazards`` (and of its ``MixedCox`` spec); ``min_patients`` gates the stage."""
 
     reference_organ: str = "auto"
-    candidates: tuple[str, ...] = ("treatment", "age", "bmi", "sex", "race", "prior_surgery", "line")
+    candidates: tuple[str, ...] | str = "auto"
     selection: str = "forward"
     alpha: float = 0.05
     stratify_by: str = "treatment_group"
@@ -190,7 +206,7 @@ class PatternsConfig:
     n_init: int = 10
     silhouette_sample: int = 2000
     naming: str = "content"
-    naming_organ: str = "liver"
+    naming_organ: str = "auto"
     min_patients: int = 20
 
 
@@ -395,6 +411,12 @@ def _check(section: str, key: str, value: Any, default: Any) -> Any:
         if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
             return value
         raise bad('"auto" or an integer >= 1')
+    if (section, key) == ("hazards", "candidates"):
+        if value == "auto":
+            return value
+        if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
+        raise bad('"auto" (the disease preset\'s) or a list of column names')
     if (section, key) == ("report", "dpi"):
         if isinstance(value, int) and not isinstance(value, bool) and 30 <= value <= 600:
             return value
@@ -459,7 +481,7 @@ def _toml_value(value: Any) -> str:
 
 __all__ = [
     "CHOICES", "Config", "CohortConfig", "DEFAULT_AXIS_RATIO", "DEFAULT_LIMIT_MM3", "DISEASES",
-    "DISEASE_REFERENCE_ORGAN", "EventsConfig", "ReportConfig", "HazardsConfig", "PatternsConfig", "PhenotypesConfig",
+    "DISEASE_CANDIDATES", "DISEASE_NAMING_ORGAN", "DISEASE_REFERENCE_ORGAN", "EventsConfig", "ReportConfig", "HazardsConfig", "PatternsConfig", "PhenotypesConfig",
     "PredictorConfig", "RunConfig", "SECTIONS", "SelectionConfig", "SurvivalConfig", "TGIConfig",
     "defaults_path", "load_config", "section_dict",
 ]

@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .config import DISEASE_REFERENCE_ORGAN, Config, load_config, section_dict
+from .config import Config, load_config, section_dict
 from .errors import ConfigError, ConvergenceError, DataError
 from .io import atomic_dir, write_json, write_result_dir
 from .survival import SurvivalTables
@@ -391,9 +391,11 @@ def _stage_hazards(ctx: _Context) -> tuple[Any, Callable[[Path], Any]]:
                            f"models need at least {h.min_patients} (hazards.min_patients)")
     if t["organ"].nunique() < 2:
         raise StageSkipped("lesions in fewer than two organs; there is no organ to compare")
-    reference = DISEASE_REFERENCE_ORGAN[ctx.config.run.disease] if h.reference_organ == "auto" else h.reference_organ
-    candidates = tuple(c for c in h.candidates if c in t.columns)
-    dropped = [c for c in h.candidates if c not in t.columns]
+    preset = ctx.config.run.preset
+    reference = preset["reference_organ"] if h.reference_organ == "auto" else h.reference_organ
+    wanted = preset["candidates"] if h.candidates == "auto" else h.candidates
+    candidates = tuple(c for c in wanted if c in t.columns)
+    dropped = [c for c in wanted if c not in t.columns]
     if dropped:
         ctx.notes.append(f"candidate covariates not in the data: {', '.join(dropped)}")
     stratify = h.stratify_by or None
@@ -431,7 +433,8 @@ def _stage_patterns(ctx: _Context) -> tuple[Any, Callable[[Path], Any]]:
         raise StageSkipped(f"{n} patient(s) have an organ progression; clustering sequences needs at least "
                            f"{p.min_patients} (patterns.min_patients)")
     kwargs = dict(encoding=p.encoding, k_max=p.k_max, rule=p.rule, seed=stage_seed(ctx.config.run.seed, "patterns"),
-                  n_init=p.n_init, silhouette_sample=p.silhouette_sample, naming=p.naming, naming_organ=p.naming_organ)
+                  n_init=p.n_init, silhouette_sample=p.silhouette_sample, naming=p.naming,
+                  naming_organ=ctx.config.run.preset["naming_organ"] if p.naming_organ == "auto" else p.naming_organ)
     try:
         patterns = cluster_sequences(events.sequences, events.patients, k=p.k or None, **kwargs)
     except ConfigError as exc:
@@ -671,7 +674,7 @@ def run(
             inputs["organ_map"] = organ_map_hash
         seed = int(config.run.seed) if name == "tgi" else stage_seed(config.run.seed, name)
         cfg = {s: section_dict(config.section(s)) for s in SECTIONS_OF[name]}
-        if name == "hazards":
+        if name in ("hazards", "patterns"):
             cfg["run"] = {"disease": config.run.disease}
         key = _hash_json({"stage": name, "inputs": inputs, "config": cfg, "seed": seed,
                           "lesionatlas": vers["lesionatlas"]})

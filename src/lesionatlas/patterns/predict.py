@@ -218,50 +218,105 @@ class GroupPredictor:
         return cls(**state)
 
     # ------------------------------------------------------------------ plots
-    def plot_roc(self, ax: Any = None) -> Any:
-        """Test ROC curves per class, with micro and macro averages (dotted)."""
+    def plot_roc(self, ax: Any = None, *, colors: Any = None, legend_outside: bool = True) -> Any:
+        """Test ROC curves, one-vs-rest per group, with the macro (dashed) and micro (dotted) averages.
+
+        Parameters
+        ----------
+        ax : Axes, optional
+        colors : sequence of colours, optional
+            One per group (in ``classes`` order); default matplotlib's cycle.
+        legend_outside : bool
+            Legend to the right of the square plot, where it hides no curve.
+
+        Returns
+        -------
+        Axes
+            Each curve's legend label is ``"<curve> (AUC <auc:.2f>)"``.
+        """
         import matplotlib.pyplot as plt
 
         if ax is None:
-            _, ax = plt.subplots(figsize=(5, 5))
-        for curve, sub in self.roc.groupby("curve", sort=False):
-            style = ":" if curve in ("micro", "macro") else "-"
-            ax.plot(sub["fpr"], sub["tpr"], style, lw=2 if style == ":" else 1.2,
-                    label=f"{curve} (AUC {sub['auc'].iloc[0]:.2f})")
-        ax.plot([0, 1], [0, 1], "k--", lw=0.8)
-        ax.set_xlabel("false positive rate")
-        ax.set_ylabel("true positive rate")
-        ax.legend(fontsize=7, frameon=False, loc="lower right")
+            _, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+        curves = dict(tuple(self.roc.groupby("curve", sort=False)))
+        names = {"macro": "macro-average", "micro": "micro-average"}
+        ax.plot([0, 1], [0, 1], color="#9a9a9a", ls="--", lw=0.8, label="chance (AUC 0.50)")
+        for i, group in enumerate(c for c in self.classes if c in curves):
+            sub = curves[group]
+            color = colors[i % len(colors)] if colors else None
+            ax.plot(sub["fpr"], sub["tpr"], "-", lw=1.4, color=color, label=f"{group} (AUC {sub['auc'].iloc[0]:.2f})")
+        for avg, style, color in (("macro", "--", "#000000"), ("micro", ":", "#555555")):
+            if avg in curves:
+                sub = curves[avg]
+                ax.plot(sub["fpr"], sub["tpr"], ls=style, lw=2.2, color=color,
+                        label=f"{names[avg]} (AUC {sub['auc'].iloc[0]:.2f})")
+        ax.set_xlim(-0.01, 1.01)
+        ax.set_ylim(-0.01, 1.01)
+        ax.set_aspect("equal")
+        ax.set_xlabel("false positive rate (1 − specificity)")
+        ax.set_ylabel("true positive rate (sensitivity)")
+        ax.grid(alpha=0.3, lw=0.5)
+        if legend_outside:
+            ax.legend(fontsize=8, frameon=False, loc="center left", bbox_to_anchor=(1.02, 0.5))
+        else:
+            ax.legend(fontsize=7, frameon=False, loc="lower right")
         return ax
 
-    def plot_confusion(self, ax: Any = None) -> Any:
-        """Confusion matrix of the test part (rows = true group)."""
+    def plot_confusion(self, ax: Any = None, *, colorbar: bool = True) -> Any:
+        """Confusion matrix of the test part: counts and row percentages, shaded by the row percentage.
+
+        Rows are the true groups, so the diagonal percentage of a row is that group's sensitivity.
+        Each cell's text is ``"<count>\\n<row percent>%"``.
+        """
         import matplotlib.pyplot as plt
 
-        mat = self.confusion.pivot(index="true_group", columns="predicted_group", values="n").reindex(
-            index=self.classes, columns=self.classes).fillna(0)
+        mat = self.confusion.pivot(index="true_group", columns="predicted_group", values="n")
+        counts = mat.reindex(index=self.classes, columns=self.classes).fillna(0).to_numpy().astype(int)
+        totals = counts.sum(axis=1, keepdims=True)
+        pct = np.divide(100.0 * counts, totals, out=np.zeros(counts.shape), where=totals > 0)
         if ax is None:
-            _, ax = plt.subplots(figsize=(5, 4.5))
-        ax.imshow(mat.to_numpy(), cmap="Blues")
-        for i in range(len(self.classes)):
-            for j in range(len(self.classes)):
-                ax.text(j, i, int(mat.iat[i, j]), ha="center", va="center", fontsize=8)
-        ax.set_xticks(range(len(self.classes)), self.classes, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(self.classes)), self.classes, fontsize=7)
+            _, ax = plt.subplots(figsize=(6.5, 5), layout="constrained")
+        im = ax.imshow(pct, cmap="Blues", vmin=0, vmax=100)
+        k = len(self.classes)
+        size = 9 if k <= 6 else 8
+        for i in range(k):
+            for j in range(k):
+                ax.text(j, i, f"{counts[i, j]:d}\n{pct[i, j]:.0f}%", ha="center", va="center", fontsize=size,
+                        color="white" if pct[i, j] > 55 else "#1d2733")
+        ax.set_xticks(range(k), self.classes, rotation=30, ha="right", fontsize=8)
+        ax.set_yticks(range(k), [f"{c} (n={int(t)})" for c, t in zip(self.classes, totals[:, 0])], fontsize=8)
         ax.set_xlabel("predicted group")
-        ax.set_ylabel("true group")
+        ax.set_ylabel("true group (test patients)")
+        if colorbar:
+            ax.figure.colorbar(im, ax=ax, shrink=0.8, label="% of the true group")
         return ax
 
-    def plot_importance(self, ax: Any = None, *, top: int = 15) -> Any:
-        """Permutation importance (mean and SD of the drop in macro F1), top features."""
+    def plot_importance(self, ax: Any = None, *, top: int = 15, labels: Any = None, color: str = "#0072B2") -> Any:
+        """Permutation importance (mean drop in macro F1, error bars one SD over the repeats), top features.
+
+        Parameters
+        ----------
+        ax : Axes, optional
+        top : int
+            Number of features shown, most important at the top.
+        labels : callable, optional
+            Feature column name -> display label.
+        color : str
+        """
         import matplotlib.pyplot as plt
 
         t = self.importance.head(top).iloc[::-1]
         if ax is None:
-            _, ax = plt.subplots(figsize=(5, 0.25 * len(t) + 1))
-        ax.barh(t["feature"], t["importance_mean"], xerr=t["importance_sd"], color="#4a7fb0")
-        ax.set_xlabel("drop in macro F1 when permuted")
-        ax.tick_params(axis="y", labelsize=7)
+            _, ax = plt.subplots(figsize=(6.5, 0.3 * len(t) + 1.2), layout="constrained")
+        names = [labels(f) if labels else f for f in t["feature"]]
+        y = np.arange(len(t))
+        sd = t["importance_sd"].to_numpy(dtype=float) if "importance_sd" in t else None
+        ax.barh(y, t["importance_mean"], xerr=sd, color=color, height=0.7,
+                error_kw={"ecolor": "#333333", "elinewidth": 0.9, "capsize": 2})
+        ax.set_yticks(y, names, fontsize=8)
+        ax.axvline(0, color="#333333", lw=0.8)
+        ax.set_xlabel("drop in test macro F1 when the feature is permuted (mean ± SD)")
+        ax.grid(axis="x", alpha=0.3, lw=0.5)
         return ax
 
 
