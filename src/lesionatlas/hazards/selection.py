@@ -820,6 +820,15 @@ def _spec_from_dict(d: dict[str, Any]) -> MixedCox:
     return MixedCox(**d)
 
 
+def _format_p(p: float) -> str:
+    """A p-value for a figure: two significant digits, scientific below 0.001, empty when missing."""
+    if not np.isfinite(p):
+        return ""
+    if p < 1e-300:
+        return "<1e-300"  # the tail probability underflowed to 0
+    return f"{p:.2g}" if p >= 1e-3 else f"{p:.1e}"
+
+
 # ============================================================================================ result
 @dataclass(frozen=True, eq=False)
 class OrganHazards:
@@ -944,11 +953,13 @@ class OrganHazards:
         return f"<p>{head}</p>" + self.hazard_ratios.to_html(index=False)
 
     # ------------------------------------------------------------------ plots
-    def plot_forest(self, model: Model = "response", ax: Any = None, *, sort: bool = True) -> Any:
+    def plot_forest(self, model: Model = "response", ax: Any = None, *, sort: bool = True,
+                    labels: Mapping[str, str] | None = None, annotate: bool = True, color: str = "C0") -> Any:
         """Forest plot of the organ hazard ratios of one model (the paper's Fig. 3a,b).
 
         Each organ's HR with its 95% CI on a log axis, a dashed line at 1, the lesion count in the
-        label; the reference organ is drawn at 1 without an interval.
+        label; the reference organ is drawn at 1 (grey diamond) without an interval. With ``annotate``
+        the HR (95% CI) and the organ's p-value are printed in two columns right of the axes.
 
         Parameters
         ----------
@@ -956,6 +967,12 @@ class OrganHazards:
         ax : matplotlib Axes, optional
         sort : bool
             Order organs by hazard ratio (highest on top); else alphabetically.
+        labels : mapping, optional
+            Organ code -> name shown (e.g. ``lesionatlas.data.organs.ORGAN_LABELS``); default the codes.
+        annotate : bool
+            Print ``HR (lower-upper)`` and ``p`` beside each row.
+        color : str
+            Colour of the estimates.
 
         Returns
         -------
@@ -965,22 +982,39 @@ class OrganHazards:
 
         t = self._model_rows(self.hazard_ratios, model)
         if ax is None:
-            _, ax = plt.subplots(figsize=(6.0, 0.35 * len(t) + 1.2))
+            _, ax = plt.subplots(figsize=(7.5, 0.32 * len(t) + 1.4), layout="constrained")
         t = t.sort_values("hazard_ratio" if sort else "organ", ascending=not sort, kind="stable")
         t = t.iloc[::-1].reset_index(drop=True)  # first row at the bottom
-        self._draw_intervals(ax, t, np.arange(len(t), dtype=float), color="C0", label=None)
-        labels = [f"{r.organ} (n={r.n_lesions}{', reference' if r.reference else ''})" for r in t.itertuples()]
-        ax.set_yticks(np.arange(len(t)))
-        ax.set_yticklabels(labels)
+        y = np.arange(len(t), dtype=float)
+        self._draw_intervals(ax, t, y, color=color, label=None)
+        name = (lambda o: str(labels.get(o, o))) if labels is not None else str
+        ticks = [f"{name(r.organ)} ({'reference, ' if r.reference else ''}n={int(r.n_lesions):,})"
+                 for r in t.itertuples()]
+        ax.set_yticks(y)
+        ax.set_yticklabels(ticks)
         ax.set_ylim(-0.7, len(t) - 0.3)
         self._finish_axis(ax, model)
-        ax.set_title(f"{model.capitalize()}: hazard ratio by organ vs {self.reference_organ}")
+        if annotate:
+            self._annotate_rows(ax, t, y)
+        ax.set_title(f"{model.capitalize()}: hazard ratio by organ vs {name(self.reference_organ)}")
         return ax
 
-    def plot_stratified(self, model: Model = "response", ax: Any = None) -> Any:
+    def plot_stratified(self, model: Model = "response", ax: Any = None, *,
+                        labels: Mapping[str, str] | None = None,
+                        colors: Sequence[str] | None = None) -> Any:
         """Organ hazard ratios within each treatment group, side by side (the paper's Fig. 3e,f).
 
-        One colour per group; the title gives the organ x group interaction LRT.
+        One colour per group (legend below the axes); organs in the order of the pooled hazard ratio
+        (highest on top); the title gives the organ x group interaction LRT.
+
+        Parameters
+        ----------
+        model : {"response", "progression"}
+        ax : matplotlib Axes, optional
+        labels : mapping, optional
+            Organ code -> name shown; default the codes.
+        colors : sequence of str, optional
+            One colour per group (groups in sorted order); default the matplotlib cycle.
 
         Returns
         -------
@@ -993,23 +1027,27 @@ class OrganHazards:
         pooled = self.hazard_ratios[self.hazard_ratios["model"] == model].set_index("organ")["hazard_ratio"]
         organs = sorted(organs, key=lambda o: float(pooled.get(o, np.nan)) if o in pooled.index else -np.inf)
         if ax is None:
-            _, ax = plt.subplots(figsize=(6.5, 0.45 * len(organs) + 1.4))
+            _, ax = plt.subplots(figsize=(7.0, 0.42 * len(organs) + 1.6), layout="constrained")
         groups = sorted(t["group"].unique(), key=str)
         width = 0.6 / max(len(groups), 1)
         pos = {o: k for k, o in enumerate(organs)}
         for j, g in enumerate(groups):
             part = t[t["group"] == g].reset_index(drop=True)
             y = np.array([pos[o] for o in part["organ"]], dtype=float) + (j - (len(groups) - 1) / 2) * width
-            self._draw_intervals(ax, part, y, color=f"C{j}", label=str(g))
+            color = colors[j % len(colors)] if colors else f"C{j}"
+            self._draw_intervals(ax, part, y, color=color, label=str(g))
         n = t.groupby("organ")["n_lesions"].sum()
+        name = (lambda o: str(labels.get(o, o))) if labels is not None else str
         ax.set_yticks(np.arange(len(organs)))
-        ax.set_yticklabels([f"{o} (n={int(n[o])})" for o in organs])
+        ax.set_yticklabels([f"{name(o)} ({'reference, ' if o == self.reference_organ else ''}n={int(n[o]):,})"
+                            for o in organs])
         ax.set_ylim(-0.7, len(organs) - 0.3)
         self._finish_axis(ax, model)
-        ax.legend(loc="best", fontsize="small", title=self.parameters.get("stratify_by"))
+        title = str(self.parameters.get("stratify_by") or "group").replace("_", " ")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False, title=title, alignment="left")
         test = self.organ_tests[(self.organ_tests["model"] == model)
                                 & self.organ_tests["test"].astype(str).str.contains(":")]
-        p = f"; interaction LRT p = {float(test['p_value'].iloc[0]):.3g}" if len(test) else ""
+        p = f"\norgan × group interaction LRT p = {_format_p(float(test['p_value'].iloc[0]))}" if len(test) else ""
         ax.set_title(f"{model.capitalize()}: hazard ratio by organ and group{p}")
         return ax
 
@@ -1038,9 +1076,44 @@ class OrganHazards:
             ax.plot(hr[ref], y[ref], "D", color="0.4", ms=5)
 
     @staticmethod
+    def _annotate_rows(ax: Any, t: pd.DataFrame, y: np.ndarray) -> None:
+        """``HR (lower-upper)`` and ``p`` as two text columns right of the axes, one line per row."""
+        from matplotlib.transforms import blended_transform_factory, offset_copy
+
+        # columns at fixed distances (points) right of the axes, so that the layout engine converges
+        base = blended_transform_factory(ax.transAxes, ax.transData)
+        size = 8.5
+        hr_col = offset_copy(base, fig=ax.figure, x=10, y=0, units="points")
+        p_col = offset_copy(base, fig=ax.figure, x=10 + 0.6 * size * 18, y=0, units="points")
+        top = len(t) - 0.3
+        ax.text(1.0, top, "HR (95% CI)", transform=hr_col, ha="left", va="bottom", fontsize=size, weight="bold")
+        ax.text(1.0, top, "p", transform=p_col, ha="left", va="bottom", fontsize=size, weight="bold")
+        for yi, r in zip(y, t.itertuples(), strict=True):
+            if r.reference:
+                hr_text, p_text = "1 (reference)", ""
+            elif np.isfinite(r.ci_lower) and np.isfinite(r.ci_upper):
+                hr_text = f"{r.hazard_ratio:.2f} ({r.ci_lower:.2f}–{r.ci_upper:.2f})"
+                p_text = _format_p(float(r.p_value))
+            else:
+                hr_text, p_text = f"{r.hazard_ratio:.2f}", _format_p(float(r.p_value))
+            bold = "bold" if np.isfinite(r.p_value) and r.p_value < 0.05 else "normal"
+            ax.text(1.0, yi, hr_text, transform=hr_col, ha="left", va="center", fontsize=size)
+            ax.text(1.0, yi, p_text, transform=p_col, ha="left", va="center", fontsize=size, weight=bold)
+
+    @staticmethod
     def _finish_axis(ax: Any, model: str) -> None:
+        from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
         ax.set_xscale("log")
-        ax.axvline(1.0, color="0.5", ls="--", lw=1)
+        ax.axvline(1.0, color="0.5", ls="--", lw=1, zorder=0)
+        lo, hi = ax.get_xlim()
+        if hi / lo < 1e4:  # a few decades: plain numbers (0.5, 1, 2) instead of powers of ten
+            subs = (1.0, 1.5, 2.0, 3.0, 5.0, 7.0) if hi / lo < 30 else (1.0, 2.0, 5.0) if hi / lo < 1e3 else (1.0,)
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=subs))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.grid(axis="x", which="major", color="0.92", lw=0.8, zorder=0)
+        ax.set_axisbelow(True)
         ax.set_xlabel(f"{model} hazard ratio (95% CI, log scale)")
 
     # ------------------------------------------------------------------ files
