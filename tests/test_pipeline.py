@@ -5,6 +5,7 @@ xdist workers (a file lock); each test copies it into its own tmp_path before ch
 """
 from __future__ import annotations
 
+import html
 import json
 import shutil
 from pathlib import Path
@@ -250,3 +251,10 @@ def test_sdtm_sample_runs_and_says_why_stages_are_skipped(tmp_path, quick_config
         assert why["reason"] and manifest[stage]["reason"] == why["reason"]
     assert "at least" in manifest["hazards"]["reason"]
     assert "needs" in manifest["predictor"]["reason"]
+    # the report is still written, and says why each missing part is missing instead of failing
+    page = (out / "report.html").read_text()
+    assert "could not be drawn" not in page
+    assert 'id="cohort"' in page and 'id="growth"' in page
+    for stage in skipped:
+        reason = json.loads((out / stage / "skipped.json").read_text())["reason"]
+        assert html.escape(reason) in page, stage

@@ -772,10 +772,13 @@ def _report(result: RunResult, output_hash: dict[str, str]) -> dict[str, Any]:
                 "failures": []}
     from .report import build_report
 
-    built = build_report(result, dpi=int(result.config.report.dpi))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        built = build_report(result, dpi=int(result.config.report.dpi))
     stamp.write_text(key, encoding="utf-8")
+    messages = list(dict.fromkeys(f"{w.category.__name__}: {w.message}" for w in caught))
     return {"path": "report.html", "figures": "figures", "reused": False, "key": key, "seconds": built.seconds,
-            "n_figures": built.n_figures, "failures": list(built.failures)}
+            "n_figures": built.n_figures, "failures": list(built.failures), "warnings": messages}
 
 
 def open_run(out: str | Path) -> RunResult:

@@ -116,6 +116,18 @@ def chi_square(frame: pd.DataFrame, row: str, col: str) -> tuple[pd.DataFrame, p
     return counts, test
 
 
+def format_p(p: float) -> str:
+    """A p-value as text for a figure: ``p = 0.0014``, ``p = 3.2e-09``, ``p < 1e-300`` (underflow), ``p = n/a``."""
+    p = float(p)
+    if not np.isfinite(p):
+        return "p = n/a"
+    if p == 0.0:
+        return "p < 1e-300"
+    if p < 1e-4:
+        return f"p = {p:.1e}"
+    return f"p = {p:.2g}"
+
+
 # ------------------------------------------------------------------------------------------------
 # Lesion growth parameters across organs and treatments (Zhou et al. 2024, step 4 and Fig. 2)
 
@@ -178,26 +190,56 @@ class ParameterStatistics:
         return (f"ParameterStatistics({len(self.lesions)} lesions, {len(self.by_organ)} organs; "
                 + ", ".join(f"KW p({r.parameter}) = {r.p_value:.2g}" for r in self.kruskal.itertuples()) + ")")
 
-    def plot_boxes(self, parameter: str = "kd", ax: Any = None) -> Any:
-        """Box plot of one parameter by organ (log scale, organs ordered by median, whiskers 10/90%)."""
-        import matplotlib.pyplot as plt
+    def plot_boxes(self, parameter: str = "kd", ax: Any = None, *, counts: bool = True,
+                   points: bool = True) -> Any:
+        """Box plot of one parameter by organ, as the paper's Fig. 2b; returns the Axes.
 
+        Organs ordered by median (lowest first), boxes from the 25th to the 75th percentile, whiskers at
+        the 10th and 90th, lesions beyond the whiskers as small points (``points``, rasterized); the organ
+        names carry the number of lesions (``counts``); log scale for the rates, logit scale for F; the
+        Kruskal–Wallis p-value in the title (:func:`format_p`).
+        """
         from .data.organs import ORGAN_LABELS
 
         if parameter not in LESION_PARAMETERS:
             raise ConfigError(f"parameter must be one of {', '.join(LESION_PARAMETERS)}, got {parameter!r}")
         if ax is None:
-            _, ax = plt.subplots(figsize=(7, 4))
+            from matplotlib.backends.backend_agg import FigureCanvasAgg
+            from matplotlib.figure import Figure
+
+            fig = Figure(figsize=(7, 4), layout="constrained")
+            FigureCanvasAgg(fig)
+            ax = fig.add_subplot()
         col, label, _ = LESION_PARAMETERS[parameter]
-        order = self.by_organ.sort_values(f"{parameter}_median")["organ"].tolist()
+        order = self.by_organ.sort_values(f"{parameter}_median", kind="stable")["organ"].tolist()
         data = [self.lesions.loc[self.lesions["organ"] == o, col].dropna().to_numpy() for o in order]
-        ax.boxplot(data, whis=(10, 90), showfliers=False)
-        ax.set_xticks(range(1, len(order) + 1), [ORGAN_LABELS.get(o, o) for o in order], rotation=60, ha="right",
-                      fontsize=7)
-        ax.set_yscale("log" if parameter != "f" else "logit")
+        parts = ax.boxplot(data, whis=(10, 90), showfliers=points, widths=0.6, patch_artist=True,
+                           medianprops={"color": "black", "lw": 1.5},
+                           boxprops={"facecolor": "#cfe3f3", "edgecolor": "#1d4f73"},
+                           whiskerprops={"color": "#1d4f73"}, capprops={"color": "#1d4f73"},
+                           flierprops={"marker": ".", "markersize": 2, "alpha": 0.35,
+                                       "markerfacecolor": "#7f7f7f", "markeredgecolor": "none"})
+        for line in parts.get("fliers", []):
+            line.set_rasterized(True)
+        names = [ORGAN_LABELS.get(o, o) for o in order]
+        if counts:
+            names = [f"{name} ({len(d):,})" for name, d in zip(names, data)]
+        ax.set_xticks(range(1, len(order) + 1), names, rotation=40, ha="right", rotation_mode="anchor", fontsize=8)
+        if parameter == "f":
+            from matplotlib.ticker import FixedLocator, FuncFormatter, NullFormatter
+
+            ax.set_yscale("logit")
+            ax.yaxis.set_major_locator(FixedLocator([1e-5, 1e-4, 1e-3, 0.01, 0.1, 0.5, 0.9, 0.99, 0.999]))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        else:
+            ax.set_yscale("log")
         ax.set_ylabel(label)
-        p = self.kruskal.set_index("parameter").loc[parameter, "p_value"]
-        ax.set_title(f"Kruskal–Wallis p = {p:.2g}", fontsize=9, loc="right")
+        ax.grid(axis="y", color="#e5e5e5", lw=0.6)
+        ax.set_axisbelow(True)
+        kw = self.kruskal.set_index("parameter")
+        if parameter in kw.index:
+            ax.set_title(f"Kruskal–Wallis {format_p(kw.loc[parameter, 'p_value'])}", fontsize=9, loc="right")
         return ax
 
     def to_dir(self, path: Any) -> Any:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ...data.organs import ORGAN_LABELS
 from ..document import Section, format_value, new_figure
 
 _STATUS_COLOUR = {"done": "#009E73", "skipped": "#E69F00", "failed": "#D55E00", "not run": "#7f7f7f"}
@@ -54,6 +55,11 @@ def page_titles(run: Any) -> tuple[str, str, str]:
     return title, " · ".join(parts), footer
 
 
+def _organ(name: Any) -> str:
+    return ORGAN_LABELS.get(str(name), str(name).replace("_", " ")).lower() \
+        if str(name) != "brain_cns" else "brain/CNS"
+
+
 def _findings(run: Any) -> list[str]:
     """Plain-language sentences on the main results, each computed from a stage's tables."""
     out: list[str] = []
@@ -74,17 +80,18 @@ def _findings(run: Any) -> list[str]:
                 continue
             top = sub.sort_values("hazard_ratio", ascending=False).iloc[0]
             low = sub.sort_values("hazard_ratio").iloc[0]
-            out.append(f"Lesions {verb} fastest in {top['organ']} (HR {top['hazard_ratio']:.2f}, "
-                       f"95% CI {top['ci_lower']:.2f}–{top['ci_upper']:.2f}) and slowest in {low['organ']} "
-                       f"(HR {low['hazard_ratio']:.2f}), relative to {hazards.reference_organ}.")
+            out.append(f"Lesions {verb} fastest in {_organ(top['organ'])} (HR {top['hazard_ratio']:.2f}, "
+                       f"95% CI {top['ci_lower']:.2f}–{top['ci_upper']:.2f}) and slowest in "
+                       f"{_organ(low['organ'])} (HR {low['hazard_ratio']:.2f}), relative to "
+                       f"{_organ(hazards.reference_organ)} lesions (mixed-effects Cox model).")
     phen = _load(run, "phenotypes")
     if phen is not None:
         table = phen.table if hasattr(phen, "table") else None
         if isinstance(table, pd.DataFrame) and "phenotype" in table:
             lh = sorted(table.loc[table["phenotype"] == "low-high", "organ"].astype(str))
             if lh:
-                out.append("Organs that respond little and progress fast (low response, high progression): "
-                           + ", ".join(lh) + ".")
+                out.append("Organs whose lesions respond little and progress fast (low response, high "
+                           "progression): " + ", ".join(ORGAN_LABELS.get(o, o) for o in lh) + ".")
     surv = _load(run, "survival")
     if surv is not None and not surv.medians.empty:
         m = surv.medians[(surv.medians["outcome"] == "os") & (surv.medians["comparison"] == "pattern_group")]
