@@ -38,6 +38,9 @@ def test_table_html_escapes_and_counts_hidden_rows():
     assert "&lt;liver&gt;" in text and "<liver>" not in text
     assert "bone" not in text and "1 more rows not shown" in text
     assert '<td class="num">1.5</td>' in text
+    # a p-value that underflowed to 0 is shown as a bound, other zeros as 0
+    text = table_html(pd.DataFrame({"p_value": [0.0, 0.02], "n": [0, 3]}))
+    assert "&lt;1e-300" in text and '<td class="num">0</td>' in text
 
 
 def test_write_report_is_self_contained_and_saves_png_and_svg(tmp_path):

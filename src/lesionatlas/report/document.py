@@ -145,15 +145,23 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def _is_p_column(name: str) -> bool:
+    name = name.lower()
+    return name in ("p", "pvalue") or name.startswith("p_") or name.endswith("_p") or "p_value" in name
+
+
 def table_html(frame: pd.DataFrame, max_rows: int = 40) -> str:
     """``frame`` as an HTML table (escaped, numbers formatted); rows beyond ``max_rows`` are counted, not shown."""
     shown = frame.head(max_rows)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
     rows = []
+    p_columns = {i for i, c in enumerate(shown.columns) if _is_p_column(str(c))}
     for rec in shown.itertuples(index=False):
         cells = []
-        for v in rec:
+        for i, v in enumerate(rec):
             text = format_value(v)
+            if i in p_columns and text == "0":
+                text = "<1e-300"  # a p-value that underflowed double precision
             num = isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
             cells.append(f'<td class="num">{html.escape(text)}</td>' if num else f"<td>{html.escape(text)}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
