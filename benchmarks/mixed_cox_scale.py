@@ -8,17 +8,102 @@ covariates), Weibull baseline, Gaussian random intercept (variance 0.5), ~35% ce
 
 Each repeat runs lifelines and the MixedCox fits back to back; the ratio is taken within a repeat and
 the best repeat is reported (the machines are shared: the best is the least disturbed).
+
+The hazards stage of a pipeline run (covariate selection, stratified models, profile intervals):
+
+    .venv/bin/python benchmarks/mixed_cox_scale.py --stage RUN_DIR [--repeat 3]
+
+reads the events of the run folder (read only) and times ``fit_organ_hazards`` as the pipeline calls it
+with the default configuration (the paper's seven candidates, forward selection at 0.05, stratified by
+treatment group, Efron ties, profile interval): wall and CPU seconds of each repeat, then one run under
+cProfile for the time of each phase (cumulative seconds, inflated by the profiler). Writes
+``benchmarks/out/mixed_cox_stage.json``. To time another version of the package (e.g. the previous
+one, for a before/after), put its ``src`` first on ``PYTHONPATH``: the script prints which it imported.
 """
 from __future__ import annotations
 
 import argparse
+import cProfile
+import json
 import os
 import platform
+import pstats
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+OUT = Path(__file__).resolve().parent / "out"
+# phases of the stage: (label, module file name, function name) as cProfile names them
+PHASES = (
+    ("MixedCox fits", "mixed_cox.py", "fit"),
+    ("  data preparation (_prepare)", "mixed_cox.py", "_prepare"),
+    ("    collinearity report (_collinear_terms)", "mixed_cox.py", "_collinear_terms"),
+    ("  risk-set bookkeeping (risk_sets + group_index)", "partial_likelihood.py", "risk_sets"),
+    ("", "partial_likelihood.py", "group_index"),
+    ("  penalised Newton fits (fit_penalized)", "partial_likelihood.py", "fit_penalized"),
+    ("    derivative passes (_derivatives)", "partial_likelihood.py", "_derivatives"),
+    ("    information products (_information_product)", "partial_likelihood.py", "_information_product"),
+    ("  variance search (_maximise_log_variance)", "mixed_cox.py", "_maximise_log_variance"),
+    ("    Brent phase (_brent_max)", "mixed_cox.py", "_brent_max"),
+    ("selection (_forward)", "selection.py", "_forward"),
+    ("stratified models + interaction (_stratified)", "selection.py", "_stratified"),
+)
+
+
+def stage(run_dir: str, repeat: int) -> None:
+    import lesionatlas
+    from lesionatlas import pipeline
+    from lesionatlas.hazards import MixedCox, fit_organ_hazards
+
+    events = pipeline.open_run(run_dir).load("events")
+    candidates = tuple(c for c in ("treatment", "age", "bmi", "sex", "race", "prior_surgery", "line")
+                       if c in events.table.columns)
+
+    def run() -> object:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return fit_organ_hazards(events, reference_organ="abdominal", candidates=candidates,
+                                     selection="forward", alpha=0.05, stratify_by="treatment_group", seed=1,
+                                     organ_p_value="wald", mixed_cox=MixedCox(ties="efron", profile_ci=True))
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    print(f"lesionatlas from {Path(lesionatlas.__file__).parent}; machine {platform.machine()}, {os.cpu_count()} "
+          f"cores ({cpu}); {len(events.table)} lesions")
+    times = []
+    for rep in range(repeat):
+        load0 = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = run()
+        wall, cpu_s = time.perf_counter() - t0, time.process_time() - c0
+        times.append({"wall_s": wall, "cpu_s": cpu_s, "load_before": load0, "load_after": os.getloadavg()[0]})
+        print(f"repeat {rep}: {wall:.2f} s wall, {cpu_s:.2f} s CPU (load average {load0:.2f} -> "
+              f"{os.getloadavg()[0]:.2f})")
+    profiler = cProfile.Profile()
+    t0 = time.perf_counter()
+    profiler.enable()
+    run()
+    profiler.disable()
+    profiled = time.perf_counter() - t0
+    stats = pstats.Stats(profiler).stats  # type: ignore[attr-defined]
+    phases = []
+    print(f"profiled run: {profiled:.2f} s wall; phases (calls, cumulative seconds under the profiler):")
+    for label, module, name in PHASES:
+        calls, cum = 0, 0.0
+        for (path, _, func), (_, n_calls, _, cumulative, _) in stats.items():
+            if func == name and path.endswith(f"hazards/{module}"):
+                calls, cum = calls + n_calls, cum + cumulative
+        phases.append({"phase": label.strip() or name, "function": name, "calls": calls, "seconds": cum})
+        print(f"  {(label or '    ' + name):52s} {calls:6d} {cum:8.2f}")
+    models = result.models  # type: ignore[attr-defined]
+    print(models.to_string(index=False))
+    OUT.mkdir(exist_ok=True)
+    (OUT / "mixed_cox_stage.json").write_text(json.dumps({
+        "package": str(Path(lesionatlas.__file__).parent), "run_dir": run_dir, "repeats": times,
+        "profiled_wall_s": profiled, "phases": phases, "cores": os.cpu_count(), "cpu": cpu,
+    }, indent=2))
 
 
 def simulate(n_patients: int, n_lesions: int, seed: int) -> tuple[pd.DataFrame, list[str]]:
@@ -60,7 +145,11 @@ def main() -> None:
     ap.add_argument("--lesions", type=int, default=40000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--stage", metavar="RUN_DIR", help="time the hazards stage on this run folder's events instead")
     args = ap.parse_args()
+    if args.stage:
+        stage(args.stage, args.repeat)
+        return
     from lifelines import CoxPHFitter
 
     from lesionatlas.hazards import MixedCox

@@ -229,6 +229,72 @@ def test_exact_newton_reaches_the_exact_mode_quickly(planted):
     assert sparse.n_iter <= 8
 
 
+def test_start_from_a_related_fit_gives_the_same_fit(planted, tmp_path):
+    """``start=`` changes where the search and the Newton iterations begin, not where they end: the
+    warm fit of the bigger model equals its cold fit to the search's tolerances (log variance 1e-4, so
+    coefficients within 1e-3 SE and the integrated log-likelihood within 1e-5), with fewer Newton steps.
+    A refit of the same model with the profile interval reuses the search (same variance exactly)."""
+    spec = MixedCox(profile_ci=False)
+    smaller = spec.fit(planted, "day", "event", "patient_id", ["age_z"], CAT)
+    cold = spec.fit(planted, "day", "event", "patient_id", COVS, CAT)
+    warm = spec.fit(planted, "day", "event", "patient_id", COVS, CAT, start=smaller)
+    np.testing.assert_allclose((warm.summary()["coef"] - cold.summary()["coef"]) / cold.summary()["se"], 0,
+                               atol=1e-3)
+    np.testing.assert_allclose(warm.summary()["se"], cold.summary()["se"], rtol=1e-3)
+    assert np.log(warm.random_effect_variance) == pytest.approx(np.log(cold.random_effect_variance), abs=2e-4)
+    assert warm.loglik_integrated == pytest.approx(cold.loglik_integrated, abs=1e-5)
+    assert warm.loglik_fixed_only == pytest.approx(cold.loglik_fixed_only, abs=1e-8)
+    assert warm.n_iter < cold.n_iter
+    # a subset of the rows (new bookkeeping, random effects matched by patient) and a bigger start
+    sub = planted[planted["patient_id"] < "P0300"]
+    sub_cold = spec.fit(sub, "day", "event", "patient_id", ["age_z"], CAT)
+    sub_warm = spec.fit(sub, "day", "event", "patient_id", ["age_z"], CAT, start=cold)
+    np.testing.assert_allclose(sub_warm.summary()["coef"], sub_cold.summary()["coef"],
+                               atol=1e-3 * sub_cold.summary()["se"].min())
+    assert sub_warm.loglik_integrated == pytest.approx(sub_cold.loglik_integrated, abs=1e-5)
+    # the same model with the profile interval: the search is not repeated
+    profiled = MixedCox().fit(planted, "day", "event", "patient_id", COVS, CAT, start=warm)
+    assert profiled.random_effect_variance == warm.random_effect_variance
+    pd.testing.assert_frame_equal(profiled.summary(), warm.summary())
+    full = MixedCox().fit(planted, "day", "event", "patient_id", COVS, CAT)
+    np.testing.assert_allclose(np.log(profiled.random_effect_ci), np.log(full.random_effect_ci), atol=2e-3)
+    # a fit read back from disk carries nothing to start from; a wrong type is an error
+    back = MixedCoxFit.from_dir(warm.to_dir(tmp_path / "warm"))
+    again = spec.fit(planted, "day", "event", "patient_id", COVS, CAT, start=back)
+    pd.testing.assert_frame_equal(again.summary(), cold.summary())
+    with pytest.raises(ConfigError, match="start"):
+        spec.fit(planted, "day", "event", "patient_id", COVS, CAT, start=smaller.summary())
+
+
+@pytest.mark.parametrize("true", [-1.6, 2.5, np.log(1e-6) - 1, np.log(50.0) + 1])
+def test_warm_variance_search_finds_the_maximum_from_any_start(true):
+    """The search started from a related model's variance (narrow bracket, parabolic expansion) reaches
+    the maximum of a synthetic skewed profile to the tolerance, from starts at the bounds, far away or at
+    the maximum, and returns a bound when the maximum lies beyond it. Private helper on purpose: it is
+    the loop every warm-started fit runs."""
+    from lesionatlas.hazards.mixed_cox import _maximise_log_variance
+
+    lo, hi = np.log(1e-6), np.log(50.0)
+    want = min(max(true, lo), hi)
+
+    def profile(s):
+        d = s - true
+        return -50 * d**2 + 0.3 * d**3 if abs(d) < 3 else -300 * abs(d) - 450
+
+    for start in (lo, -5.0, -1.0, 0.0, hi, want):
+        n = [0]
+
+        def counted(s):
+            n[0] += 1
+            return profile(s)
+
+        got = _maximise_log_variance(counted, np.exp, lo, hi, 1e-4, start)
+        assert got == pytest.approx(want, abs=2e-4), start
+        assert n[0] <= 20
+        if start == want:
+            assert n[0] <= 5  # the start and +-0.02 bracket it; Brent needs two more
+
+
 @pytest.mark.parametrize("ties", ["efron", "breslow"])
 def test_variance_search_reaches_the_maximum(ties):
     """The estimated variance is the maximiser of the integrated log-likelihood to the spec's tolerance

@@ -30,7 +30,7 @@ import scipy.stats
 from lesionatlas.data import simulate_cohort
 from lesionatlas.errors import ConfigError, ExclusionWarning
 from lesionatlas.events import derive_events
-from lesionatlas.hazards import OrganHazards, fit_organ_hazards
+from lesionatlas.hazards import MixedCox, OrganHazards, fit_organ_hazards
 
 matplotlib.use("Agg")
 
@@ -184,6 +184,48 @@ def test_nested_candidates_treatment_and_group(events):
     assert steps.loc[steps["term"] == "treatment", "df"].iloc[0] == 6  # 7 treatments: a block of 6 terms
     assert set(result.stratified["group"]) == {"chemo", "antibody+chemo"}
     assert any("reference level of treatment is not in the stratum" in n for n in result.notes)
+
+
+def test_stratum_leaves_out_covariates_collinear_there(events):
+    """In the simulator (as in the demo cohort) the line of therapy is a function of the treatment within
+    antibody + chemo (panitumumab + FOLFIRI is the only second-line regimen there) but not within chemo.
+    With both selected on the whole cohort, the antibody + chemo model leaves out the one selected later,
+    says so, and is the plain fit of organ + the other on that group's rows; chemo keeps both.
+    alpha = 0.9999 makes the forward selection take both candidates whatever their p-values."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = fit_organ_hazards(events, candidates=("treatment", "line"), alpha=0.9999, models=("response",))
+    assert not [str(w.message) for w in caught if "could not be fitted" in str(w.message)]
+    first, second = result.selected["response"]
+    assert {first, second} == {"treatment", "line"}
+    st = result.stratified
+    assert set(st["group"]) == {"chemo", "antibody+chemo"}
+    left_out = st.groupby("group")["covariates_left_out"].agg(set)
+    assert left_out["antibody+chemo"] == {second} and left_out["chemo"] == {""}
+    covs = result.models.set_index("stratum")["covariates"]
+    assert covs["antibody+chemo"] == first and covs["chemo"] == f"{first};{second}"
+    assert any(f"covariate {second!r} is left out" in n and "collinear" in n for n in result.notes)
+
+    # the same model fitted directly on the group's rows (treatment's reference: the group's most
+    # frequent regimen, as the stratified fit takes it when the overall reference is absent)
+    table = events.model_table("response")
+    rows = table[(table["treatment_group"] == "antibody+chemo").to_numpy(bool)]
+    rows = rows.assign(organ=rows["organ"].astype(str), line=rows["line"].astype(float),
+                       treatment=rows["treatment"].astype(str), event=rows["event"].astype(float))
+    categorical = {"organ": "abdominal"}
+    if first == "treatment":
+        counts = rows["treatment"].value_counts()
+        categorical["treatment"] = sorted(counts.index, key=lambda v: (-int(counts[v]), v))[0]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        direct = MixedCox(profile_ci=False).fit(rows, "duration_day", "event", "patient_id",
+                                                [] if first == "treatment" else [first], categorical)
+    s = direct.summary().set_index("term")
+    ours = st[(st["group"] == "antibody+chemo") & ~st["reference"]].set_index("organ")
+    assert len(ours) == int(s.index.str.startswith("organ[").sum())
+    for organ, row in ours.iterrows():
+        # same data, same model: the same optimum up to the variance search's tolerance
+        assert row["coef"] == pytest.approx(s.loc[f"organ[{organ}]", "coef"], abs=1e-3 * row["se"])
 
 
 def test_organ_without_events_and_missing_reference(events):

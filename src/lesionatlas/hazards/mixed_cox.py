@@ -7,7 +7,10 @@ For a fixed :math:`\sigma^2` the penalised partial likelihood :math:`\ell(\beta,
 integrated partial likelihood (coxme's *Integrated* log-likelihood) over :math:`\log\sigma^2`: an
 EM-type first guess, a bracket, then Brent's method (:func:`_maximise_log_variance`). Each variance
 tried starts from the mode at the nearest variance already tried, moved along its tangent
-:math:`d(\beta, b)/d\log\sigma^2`, so it costs one or two Newton steps. Standard errors are the
+:math:`d(\beta, b)/d\log\sigma^2`, so it costs one or two Newton steps. A fit can start from the fit
+of a related model (``start=``, as a covariate selection does): its variance search then starts with a
+narrow bracket around that model's variance and its Newton iterations at that model's mode, to the same
+tolerances; on the same rows the risk-set bookkeeping is shared. Standard errors are the
 :math:`\beta` block of the inverse of minus the full penalised Hessian (coxme's choice). See
 :mod:`lesionatlas.hazards.partial_likelihood` for the algebra.
 
@@ -18,6 +21,7 @@ Stat 12:156-175. Therneau TM (2024). coxme: Mixed Effects Cox Models, R package 
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import platform
@@ -26,7 +30,7 @@ import warnings
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -36,7 +40,10 @@ import scipy.stats
 from ..errors import ConfigError, ConvergenceWarning, DataError, ExclusionWarning
 from ..io import atomic_dir, write_json, write_table
 from .partial_likelihood import (
+    GroupIndex,
     PenalizedFit,
+    RiskSets,
+    _Workspace,
     cox_loglik,
     fit_penalized,
     group_index,
@@ -48,6 +55,8 @@ __all__ = ["MixedCox", "MixedCoxFit"]
 
 SUMMARY_COLUMNS = ["term", "coef", "se", "hazard_ratio", "ci_lower", "ci_upper", "p_value"]
 _CHI2_95 = float(scipy.stats.chi2.ppf(0.95, 1))
+# a correlation-matrix eigenvalue below this fraction of the largest (or of 1) counts as zero: collinear
+_RANK_TOL = 1e-10
 # Newton decrements at which the inner fits stop: 1e-9 while the variance is searched, 1e-12 for the
 # final solve at the chosen variance (one more quadratically convergent step at most). The Laplace
 # determinant moves to first order with the mode, so at 1e-9 the integrated log-likelihood carries
@@ -55,6 +64,10 @@ _CHI2_95 = float(scipy.stats.chi2.ppf(0.95, 1))
 # tolerance), but the reported estimates and log-likelihoods come from the tight solve.
 SEARCH_TOL = 1e-9
 FINAL_TOL = 1e-12
+# half-width (log scale) of the first bracket of a search started from a related model's variance: adding
+# or removing one covariate moves the log variance by 0.001-0.01 (0.2 for a strong patient-level one, for
+# which the bracket is expanded), so three points usually bracket the maximum
+WARM_BRACKET = 0.02
 
 
 @dataclass(frozen=True)
@@ -103,6 +116,7 @@ class MixedCox:
         categorical: dict[str, Any] | None = None,
         *,
         sigma2: float | None = None,
+        start: MixedCoxFit | None = None,
     ) -> MixedCoxFit:
         """Fit the model.
 
@@ -115,6 +129,15 @@ class MixedCox:
         categorical : ``{column: reference_level}``; each column becomes indicator terms named
             ``column[level]`` for every other level. Columns listed here need not be in ``covariates``.
         sigma2 : None to estimate the random-effect variance, or a fixed value.
+        start : MixedCoxFit, optional
+            A fit of a related model (e.g. the model one covariate smaller, in a covariate selection) to
+            start from: the variance search starts at its variance with a narrow bracket, and the
+            Newton iterations at its random effects (matched by group) and coefficients (matched by
+            term); on the same rows its risk-set bookkeeping is reused, and for the same model on the
+            same rows its variance search (a refit with ``profile_ci`` switched on reuses every variance
+            already evaluated). The tolerances are unchanged, so the estimates are those of a cold fit
+            to within them. A fit read back by :meth:`MixedCoxFit.from_dir` carries nothing to start
+            from and is ignored.
 
         Returns
         -------
@@ -123,7 +146,8 @@ class MixedCox:
         Raises
         ------
         ConfigError
-            Bad spec values, unknown columns, a reference level that is not in the data.
+            Bad spec values, unknown columns, a reference level that is not in the data, a ``start``
+            that is not a :class:`MixedCoxFit`.
         DataError
             Non-numeric or negative durations, events not 0/1, no events, constant or collinear
             covariates.
@@ -131,16 +155,19 @@ class MixedCox:
         start_clock = _time.perf_counter()
         _check_spec(self)
         categorical = dict(categorical or {})
-        prepared = _prepare(df, duration_col, event_col, group_col, list(covariates), categorical)
         if sigma2 is not None and not (isinstance(sigma2, (int, float)) and sigma2 > 0 and math.isfinite(sigma2)):
             raise ConfigError(f"sigma2 must be a positive number or None (estimate it), got {sigma2!r}")
+        if start is not None and not isinstance(start, MixedCoxFit):
+            raise ConfigError(f"start must be a MixedCoxFit or None, got {type(start).__name__}")
+        warm = start._warm if start is not None else None
         # one BLAS thread: the fit's matrix products are small (n x ~25), so OpenBLAS threads cost more in
         # start-up and contention than they save (3x slower on a shared 2-core machine); scoped, restored
         # on exit (threadpoolctl comes with scikit-learn)
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(limits=1, user_api="blas"):
-            return _fit(self, prepared, sigma2, start_clock)
+            prepared = _prepare(df, duration_col, event_col, group_col, list(covariates), categorical)
+            return _fit(self, prepared, sigma2, start_clock, warm)
 
 
 def _check_spec(spec: MixedCox) -> None:
@@ -235,10 +262,12 @@ def _prepare(df: pd.DataFrame, duration_col: str, event_col: str, group_col: str
     # categorical levels with no event: their coefficient is -infinity; the limit of the fit for all
     # other parameters is the fit without their rows (their risk weight goes to zero), so drop them
     keep = np.ones(len(frame), dtype=bool)
+    factorized: dict[str, tuple[np.ndarray, list[Any]]] = {}
     for col, ref in categorical.items():
         values = frame[col]
         codes, uniques = pd.factorize(values)  # one hashing pass, not one comparison per level
         levels = list(uniques)
+        factorized[col] = (codes, levels)
         if ref not in levels:
             raise ConfigError(f"categorical[{col!r}]: reference level {ref!r} is not in the data; levels are "
                               f"{_first(sorted(map(str, levels)), 20)}", code="hazards-reference")
@@ -255,18 +284,20 @@ def _prepare(df: pd.DataFrame, duration_col: str, event_col: str, group_col: str
             keep &= ~mask
     if not keep.all():
         frame, time, event = frame.loc[keep], time[keep], event[keep]
+        factorized = {c: (codes[keep], levels) for c, (codes, levels) in factorized.items()}
 
     columns, terms = [], []
     for col in terms_cols:
         values = frame[col]
         if col in categorical:
             ref = categorical[col]
-            levels = [lv for lv in _sorted_levels(values) if lv != ref]
+            codes, position = factorized[col]
+            present = np.bincount(codes, minlength=len(position)) > 0
+            levels = [lv for lv in _sorted_levels(pd.Series([v for v, k in zip(position, present) if k],
+                                                            dtype=object)) if lv != ref]
             if not levels:
                 raise DataError(f"{col}: only the reference level {ref!r} is present; the term is constant",
                                 code="hazards-constant")
-            codes, uniques = pd.factorize(values)
-            position = list(uniques)
             for lv in levels:
                 columns.append((codes == position.index(lv)).astype(float))
                 terms.append(f"{col}[{lv}]")
@@ -287,10 +318,11 @@ def _prepare(df: pd.DataFrame, duration_col: str, event_col: str, group_col: str
         xc = x - x.mean(0)
         xc /= np.sqrt((xc**2).mean(0))
         # correlation-matrix eigenvalues: cheap (p x p) and scale-free
-        eig = np.linalg.eigvalsh(xc.T @ xc / len(xc))
-        rank = int((eig > 1e-10 * max(eig.max(), 1.0)).sum())
+        corr = xc.T @ xc / len(xc)
+        eig = np.linalg.eigvalsh(corr)
+        rank = int((eig > _RANK_TOL * max(eig.max(), 1.0)).sum())
         if rank < x.shape[1]:
-            dropped = _collinear_terms(xc, terms)
+            dropped = _collinear_terms(corr, terms)
             raise DataError(f"covariates are collinear (rank {rank} < {x.shape[1]}): {_first(dropped)} are linear "
                             "combinations of the others; remove them", code="hazards-collinear")
     codes, labels = pd.factorize(frame[group_col], sort=True)
@@ -307,10 +339,14 @@ def _sorted_levels(values: pd.Series) -> list[Any]:
         return sorted(levels, key=str)
 
 
-def _collinear_terms(xc: np.ndarray, terms: list[str]) -> list[str]:
+def _collinear_terms(corr: np.ndarray, terms: list[str]) -> list[str]:
+    """Terms that are linear combinations of earlier ones: each term in turn joins the kept ones when
+    their correlation matrix stays of full rank (the same eigenvalue rule as the rank check)."""
     out, kept = [], []
-    for j in range(xc.shape[1]):
-        if np.linalg.matrix_rank(xc[:, kept + [j]]) == len(kept) + 1:
+    for j in range(corr.shape[0]):
+        idx = kept + [j]
+        eig = np.linalg.eigvalsh(corr[np.ix_(idx, idx)])
+        if int((eig > _RANK_TOL * max(eig.max(), 1.0)).sum()) == len(idx):
             kept.append(j)
         else:
             out.append(terms[j])
@@ -324,44 +360,123 @@ def _fingerprint(time: np.ndarray, event: np.ndarray, codes: np.ndarray) -> str:
 
 
 # ----------------------------------------------------------------------------- fit
-def _fit(spec: MixedCox, d: _Prepared, sigma2_fixed: float | None, start_clock: float) -> MixedCoxFit:
+class _Warm(NamedTuple):
+    """What a later fit can start from (kept on the result, never written to disk)."""
+
+    search_key: tuple[Any, ...]  # the spec values that define the objective and its search
+    time: np.ndarray  # the prepared data, in row order
+    event: np.ndarray
+    group_codes: np.ndarray
+    group_labels: np.ndarray
+    x_digest: bytes  # of the design (a digest, not a copy: a selection keeps dozens of fits)
+    terms: tuple[str, ...]
+    rs: RiskSets  # bookkeeping of these rows, shared by every fit on them
+    groups: GroupIndex
+    to_internal: np.ndarray
+    scale: np.ndarray  # the columns' scale (coefficients are estimated on the standardised columns)
+    fixed: PenalizedFit  # the fixed-effects fit (standardised scale)
+    log_variance: float | None  # the variance the search found (None: the variance was fixed)
+    b: np.ndarray  # random effects at the reported mode (internal group order)
+    beta: np.ndarray  # coefficients at the reported mode (original scale)
+    evaluated: dict[float, tuple[float, PenalizedFit]]  # every variance tried: reusable on the same objective
+    tight: frozenset[float]  # the variances among them solved to FINAL_TOL
+
+
+def _search_key(spec: MixedCox) -> tuple[Any, ...]:
+    return (spec.ties, spec.sparse, spec.variance_bounds, spec.tol_log_variance, spec.max_iter)
+
+
+def _same_rows(warm: _Warm | None, d: _Prepared, spec: MixedCox) -> bool:
+    return (warm is not None and warm.search_key[:2] == _search_key(spec)[:2]
+            and warm.time.shape == d.time.shape and np.array_equal(warm.time, d.time)
+            and np.array_equal(warm.event, d.event) and np.array_equal(warm.group_codes, d.group_codes)
+            and warm.group_labels.shape == d.group_labels.shape
+            and bool((warm.group_labels == d.group_labels).all()))
+
+
+def _mapped(values: np.ndarray, labels: Any, new_labels: Any, default: np.ndarray) -> np.ndarray:
+    """``values`` (one per label) moved to ``new_labels``; labels not found keep ``default``."""
+    position = pd.Index(labels).get_indexer(pd.Index(new_labels))
+    found = position >= 0
+    out = np.array(default, dtype=float)
+    out[found] = np.asarray(values, dtype=float)[position[found]]
+    return out
+
+
+def _fit(spec: MixedCox, d: _Prepared, sigma2_fixed: float | None, start_clock: float,
+         warm: _Warm | None = None) -> MixedCoxFit:
     n, p = d.x.shape
-    rs = risk_sets(d.time, d.event, spec.ties)
+    q = len(d.group_labels)
+    counts = np.bincount(d.group_codes, minlength=q)
+    same_rows = _same_rows(warm, d, spec)
+    if warm is not None and same_rows:
+        rs, groups, to_internal = warm.rs, warm.groups, warm.to_internal
+    else:
+        rs = risk_sets(d.time, d.event, spec.ties)
+        # groups: coxme's sparse rule (>= min_groups levels; the levels with <= max_fraction of rows sparse)
+        if spec.sparse is not None and q >= spec.sparse[0]:
+            is_sparse = counts / n <= spec.sparse[1]
+        else:
+            is_sparse = np.zeros(q, dtype=bool)
+        if is_sparse.sum() == 1:  # a single sparse level is the same as dense (coxme)
+            is_sparse[:] = False
+        internal_order = np.concatenate([np.flatnonzero(is_sparse), np.flatnonzero(~is_sparse)])
+        to_internal = np.empty(q, dtype=np.int64)
+        to_internal[internal_order] = np.arange(q)
+        groups = group_index(to_internal[d.group_codes][rs.order], q, int(is_sparse.sum()), rs)
     center = d.x.mean(0) if p else np.zeros(0)
     scale = np.sqrt(((d.x - center) ** 2).mean(0)) if p else np.zeros(0)
     xs = ((d.x - center) / scale)[rs.order] if p else np.zeros((n, 0))
-
-    # groups: coxme's sparse rule (>= min_groups levels; the levels with <= max_fraction of rows sparse)
-    q = len(d.group_labels)
-    counts = np.bincount(d.group_codes, minlength=q)
-    if spec.sparse is not None and q >= spec.sparse[0]:
-        is_sparse = counts / n <= spec.sparse[1]
-    else:
-        is_sparse = np.zeros(q, dtype=bool)
-    if is_sparse.sum() == 1:  # a single sparse level is the same as dense (coxme)
-        is_sparse[:] = False
-    internal_order = np.concatenate([np.flatnonzero(is_sparse), np.flatnonzero(~is_sparse)])
-    to_internal = np.empty(q, dtype=np.int64)
-    to_internal[internal_order] = np.arange(q)
-    groups = group_index(to_internal[d.group_codes][rs.order], q, int(is_sparse.sum()), rs)
+    # the same model on the same rows is the same objective: what the start evaluated is reused as is
+    x_digest = hashlib.sha1(np.ascontiguousarray(d.x).data).digest()
+    same_model = (warm is not None and same_rows and warm.search_key == _search_key(spec)
+                  and warm.terms == tuple(d.terms) and warm.x_digest == x_digest)
 
     null_loglik = float(cox_loglik(np.zeros(n), rs))
-    fixed = fit_penalized(xs, rs, None, 1.0, max_iter=spec.max_iter)
+    workspace = _Workspace()  # scratch arrays shared by every Newton fit below
+    # starting values from a related model: coefficients matched by term (a new term starts at its
+    # fixed-effects estimate), random effects matched by group (a new group at 0)
+    start_fixed = start_beta = start_b = None
+    if warm is not None and not same_model:
+        start_fixed = _mapped(warm.fixed.beta / np.where(warm.scale > 0, warm.scale, 1.0), warm.terms, d.terms,
+                              np.zeros(p)) * scale
+        start_beta = _mapped(warm.beta, warm.terms, d.terms, np.full(p, np.nan)) * scale
+        labels = np.empty(q, dtype=object)
+        labels[to_internal] = d.group_labels
+        old_labels = np.empty(warm.b.size, dtype=object)
+        old_labels[warm.to_internal] = warm.group_labels
+        start_b = _mapped(warm.b, old_labels, labels, np.zeros(q))
+        if q:
+            start_b -= start_b.mean()
+    if warm is not None and same_model:
+        fixed = warm.fixed
+    else:
+        fixed = fit_penalized(xs, rs, None, 1.0, None, start_fixed, max_iter=spec.max_iter, workspace=workspace)
+    if start_beta is not None:
+        start_beta = np.where(np.isnan(start_beta), fixed.beta, start_beta)
     messages: list[str] = []
     if not fixed.converged:
         messages.append(f"the fixed-effects Cox fit did not converge in {spec.max_iter} iterations")
 
     state = {"n_inner": 0}
     evaluated: dict[float, tuple[float, PenalizedFit]] = {}
+    tight: set[float] = set()
+    if warm is not None and same_model:
+        evaluated.update(warm.evaluated)
+        tight.update(warm.tight)
     lo, hi = math.log(spec.variance_bounds[0]), math.log(spec.variance_bounds[1])
 
     def inner(log_s2: float, tol: float = SEARCH_TOL) -> tuple[float, PenalizedFit]:
-        if log_s2 in evaluated and tol >= SEARCH_TOL:
+        if log_s2 in evaluated and (tol >= SEARCH_TOL or log_s2 in tight):
             return evaluated[log_s2]
         s2 = math.exp(log_s2)
         # warm start: the mode at the nearest variance tried, moved along its tangent (first-order
-        # predictor from the implicit function theorem); Newton then needs one or two steps
+        # predictor from the implicit function theorem); Newton then needs one or two steps. The first
+        # variance starts from the related model's mode, if any
         b0, beta0 = np.zeros(q), fixed.beta
+        guess = None
+        if start_b is not None and start_beta is not None:
+            b0, beta0 = start_b, start_beta
         if evaluated:
             near = min(evaluated, key=lambda s: abs(s - log_s2))
             prior = evaluated[near][1]
@@ -369,15 +484,25 @@ def _fit(spec: MixedCox, d: _Prepared, sigma2_fixed: float | None, start_clock: 
             if prior.converged and prior.tangent is not None and 0 < abs(log_s2 - near) <= 1.0:
                 b0 = b0 + (log_s2 - near) * prior.tangent[:q]
                 beta0 = beta0 + (log_s2 - near) * prior.tangent[q:]
-        fit = fit_penalized(xs, rs, groups, s2, b0, beta0, max_iter=spec.max_iter, tol=tol, tangent=True)
+            guess = prior.tangent
+        fit = fit_penalized(xs, rs, groups, s2, b0, beta0, max_iter=spec.max_iter, tol=tol, tangent=True,
+                            tangent_guess=guess, workspace=workspace)
         state["n_inner"] += fit.n_iter
         value = integrated_loglik(fit, s2)
         evaluated[log_s2] = (value, fit)
+        if tol < SEARCH_TOL:
+            tight.add(log_s2)
         return value, fit
 
     if sigma2_fixed is None:
-        log_hat = _maximise_log_variance(lambda s: inner(s)[0], lambda s: inner(s)[1].em_sum / q, lo, hi,
-                                         spec.tol_log_variance)
+        if warm is not None and same_model and warm.log_variance is not None:
+            log_hat = warm.log_variance  # this objective's search is done
+        else:
+            begin = None
+            if warm is not None and warm.log_variance is not None:
+                begin = min(max(warm.log_variance, lo), hi)
+            log_hat = _maximise_log_variance(lambda s: inner(s)[0], lambda s: inner(s)[1].em_sum / q, lo, hi,
+                                             spec.tol_log_variance, begin)
         # the integrated likelihood tends to the fixed-effects one as the variance goes to 0: where
         # the maximum found is not above it, compare with the lower bound itself (a second mode there)
         if log_hat > lo and inner(log_hat)[0] <= fixed.loglik + 1e-6 and inner(lo)[0] >= inner(log_hat)[0]:
@@ -475,7 +600,7 @@ def _fit(spec: MixedCox, d: _Prepared, sigma2_fixed: float | None, start_clock: 
         n_obs=n,
         n_events=int(d.event.sum()),
         n_groups=q,
-        n_sparse_groups=int(is_sparse.sum()),
+        n_sparse_groups=int(groups.n_sparse),
         n_iter=int(state["n_inner"]),
         converged=bool(fit.converged),
         messages=tuple(messages),
@@ -485,16 +610,23 @@ def _fit(spec: MixedCox, d: _Prepared, sigma2_fixed: float | None, start_clock: 
         categorical={k: v for k, v in d.categorical.items()},
         fingerprint=_fingerprint(d.time, d.event, d.group_codes),
         elapsed_s=_time.perf_counter() - start_clock,
+        _warm=_Warm(_search_key(spec), d.time, d.event, d.group_codes, d.group_labels, x_digest, tuple(d.terms), rs,
+                    groups, to_internal, scale, fixed, log_hat if sigma2_fixed is None else None, fit.b, beta,
+                    evaluated, frozenset(tight)),
     )
 
 
-def _maximise_log_variance(func: Any, em_guess: Any, lo: float, hi: float, tol: float) -> float:
+def _maximise_log_variance(func: Any, em_guess: Any, lo: float, hi: float, tol: float,
+                           start: float | None = None) -> float:
     r"""Maximise ``func`` (the integrated log-likelihood) over log(variance) in [lo, hi].
 
-    Start at variance 0.25, move to the EM-type guess :math:`(\hat b^\top\hat b + \sum_j 1/H_{jj})/q`
-    (the fixed point of the Laplace score when the variation of the determinant with the mode is
-    ignored; close to the maximum, not at it), expand until the best point is bracketed, then Brent's
-    method (parabolic interpolation with golden-section safeguards) to ``tol`` on the log scale. A
+    Cold (``start`` None): start at variance 0.25, move to the EM-type guess :math:`(\hat b^\top\hat b
+    + \sum_j 1/H_{jj})/q` (the fixed point of the Laplace score when the variation of the determinant
+    with the mode is ignored; close to the maximum, not at it), expand until the best point is
+    bracketed, then Brent's method (parabolic interpolation with golden-section safeguards) to ``tol``
+    on the log scale. Warm (``start``: the log variance of a related model, e.g. one covariate
+    smaller): the first points are ``start`` and ``start`` +- :data:`WARM_BRACKET`, expanded outwards
+    only when the best of them is at an end; then the same Brent's method to the same ``tol``. A
     maximum at a search bound is returned as that bound.
     """
     def clip(s: float) -> float:
@@ -504,20 +636,28 @@ def _maximise_log_variance(func: Any, em_guess: Any, lo: float, hi: float, tol: 
         g = em_guess(s)
         return math.log(g) if g > 0 and math.isfinite(g) else lo
 
-    s0 = clip(math.log(0.25))
-    points = {s0: func(s0)}
-    e0 = em_log(s0)
-    s1 = clip(s0 + min(max(abs(e0 - s0), 0.05), 3.0) * (1.0 if e0 >= s0 else -1.0))
-    points[s1] = func(s1)
-    if points[s1] > points[s0]:
-        # EM converges linearly towards (close to) the maximum: Aitken's extrapolation of the two steps
-        e1 = em_log(s1)
-        rate = (e1 - s1) / (s1 - s0)
-        if 0.0 < rate < 0.95:
-            s2 = clip(s1 + (e1 - s1) / (1.0 - rate))
-            if s2 not in points:
-                points[s2] = func(s2)
-    step = 0.05
+    if start is not None:
+        s0 = clip(start)
+        points = {s0: func(s0)}
+        for s in (clip(s0 - WARM_BRACKET), clip(s0 + WARM_BRACKET)):
+            if s not in points:
+                points[s] = func(s)
+        step = 2.0 * WARM_BRACKET
+    else:
+        s0 = clip(math.log(0.25))
+        points = {s0: func(s0)}
+        e0 = em_log(s0)
+        s1 = clip(s0 + min(max(abs(e0 - s0), 0.05), 3.0) * (1.0 if e0 >= s0 else -1.0))
+        points[s1] = func(s1)
+        if points[s1] > points[s0]:
+            # EM converges linearly towards (close to) the maximum: Aitken's extrapolation of the two steps
+            e1 = em_log(s1)
+            rate = (e1 - s1) / (s1 - s0)
+            if 0.0 < rate < 0.95:
+                s2 = clip(s1 + (e1 - s1) / (1.0 - rate))
+                if s2 not in points:
+                    points[s2] = func(s2)
+        step = 0.05
     while True:
         xs = sorted(points)
         k = max(range(len(xs)), key=lambda i: points[xs[i]])
@@ -534,10 +674,30 @@ def _maximise_log_variance(func: Any, em_guess: Any, lo: float, hi: float, tol: 
         # the best point is the outermost: step outwards, small first (the EM and Aitken guesses are
         # close to the maximum), then growing
         direction = 1.0 if k == len(xs) - 1 else -1.0
-        s_new = clip(xs[k] + direction * step)
-        step *= 3.0
+        end = xs[-3:] if direction > 0 else xs[:3]
+        vertex = _parabola_vertex(end, [points[v] for v in end]) if start is not None and len(end) == 3 else None
+        if vertex is not None:
+            # warm: the maximum is beyond the first bracket (a covariate that moves the variance much):
+            # to the vertex of the parabola through the three outermost points when it lies further out
+            # (at most 10 times their span), else one bracket width further
+            beyond = direction * (vertex - xs[k])
+            s_new = clip(xs[k] + direction * (min(beyond, 10.0 * (end[-1] - end[0])) if beyond > WARM_BRACKET
+                                              else WARM_BRACKET))
+        else:
+            s_new = clip(xs[k] + direction * step)
+            step *= 3.0
         points[s_new] = func(s_new)
     return _brent_max(func, a, x, c, points, tol)
+
+
+def _parabola_vertex(xs: list[float], fs: list[float]) -> float | None:
+    """Abscissa of the maximum of the parabola through three points, None when it is not concave."""
+    (x0, x1, x2), (f0, f1, f2) = xs, fs
+    d01, d12 = (f1 - f0) / (x1 - x0), (f2 - f1) / (x2 - x1)
+    curvature = (d12 - d01) / (x2 - x0)
+    if not (curvature < 0 and math.isfinite(curvature)):
+        return None
+    return 0.5 * (x0 + x1) - d01 / (2.0 * curvature)
 
 
 def _brent_max(func: Any, a: float, x: float, c: float, points: dict[float, float], tol: float) -> float:
@@ -645,6 +805,9 @@ class MixedCoxFit:
     categorical: dict[str, Any]
     fingerprint: str
     elapsed_s: float = field(default=math.nan, compare=False)
+    # what a later fit can start from (MixedCox.fit(start=...)): the search trace and the risk-set
+    # bookkeeping of the rows (a few MB at 40,000 rows); not part of the result, not saved
+    _warm: Any = field(default=None, compare=False, repr=False)
 
     # --- tables
     def summary(self) -> pd.DataFrame:

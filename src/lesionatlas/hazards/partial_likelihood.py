@@ -21,7 +21,11 @@ Derivatives with respect to ``eta``: the score is :math:`\delta_i - r_i h_i` whe
           M_{kl} = \sum_{i \in R_k} r_i c_{ikl} z_i / \mathrm{den}_{kl},
 
 a weighted Gram matrix minus a rank-(number of deaths) term. All risk-set sums are reverse cumulative
-sums over the sorted observations, so one evaluation costs O(n m) for m dense columns.
+sums over the sorted observations, so one evaluation costs O(n m) for m dense columns. The block sums
+(from one event time to the next) and the death sums of a whole design come from one product with a
+fixed-pattern sparse matrix whose values are the risk weights (:class:`RiskSets`), so a pass over the
+design makes no n x m temporary but the one of the weighted Gram matrix, and both quadratic forms are
+symmetric rank-k products (BLAS ``syrk``).
 
 Random intercepts (one column per group) are handled as coxme does (Therneau's ``bdsmatrix``): groups
 can be *sparse* -- only the diagonal of their block of the Hessian is kept, computed exactly in O(n)
@@ -38,8 +42,8 @@ Float64 throughout: these are numpy arrays, so no global JAX setting is involved
 ``jax.numpy`` (inside ``jax.enable_x64``); the derivatives used by the fit are closed-form numpy.
 Departure from the house style (JAX core): each fit has its own shapes (observations, groups, deaths),
 so a jitted core would compile once per data set and per Newton shape, costing more than the whole
-numpy fit (about 12 ms per derivative pass and 1 ms per information product at 40,000 rows and 25
-columns, one BLAS thread).
+numpy fit (about 10 ms per derivative pass and 1 ms per information product at 37,000 rows, 4,200
+sparse groups and 22 columns, one BLAS thread).
 """
 from __future__ import annotations
 
@@ -74,12 +78,23 @@ class RiskSets(NamedTuple):
     row_frac: np.ndarray  # (D,) l / d_k (Efron) or 0 (Breslow)
     row_offset: np.ndarray  # (K,) first event row of each event time
     death_time: np.ndarray  # (n,) event-time index of a death, -1 for a censored observation
-    seg: np.ndarray  # (n,) index of the last event time <= the observation's time, -1 if none
+    at_obs: np.ndarray  # (n,) number of event times <= the observation's time
     deaths: np.ndarray  # (D,) sorted positions of the deaths, in event-row order
-    # segment boundaries: every event time's start and the end of its deaths (contiguous, deaths first),
-    # so one reduceat gives the death sums and, reverse-cumulated, the risk-set sums without a gather
-    bounds: np.ndarray | None = None  # (B,) increasing sorted positions < n
-    bounds_start: np.ndarray | None = None  # (K,) index in bounds of each event time's start
+    tied: np.ndarray  # (T,) event times with a nonzero Efron fraction (two or more deaths; none for Breslow)
+    # the event rows of the tied times (time-ordered, with their fractions and the first row of each
+    # time), and the deaths at tied times with the index in ``tied`` of their time: the Efron terms
+    # are zero elsewhere
+    tied_rows: np.ndarray
+    tied_frac: np.ndarray
+    tied_row_offset: np.ndarray
+    tied_deaths: np.ndarray
+    tied_death_slot: np.ndarray
+    # fixed pattern of a (2K x n) CSR matrix: row k < K holds the observations from the start of event
+    # time k to the start of the next one, row K + k the deaths at time k. With the risk weights as its
+    # values, one sparse product gives every block sum and death sum of a design (O(n m), no n x m
+    # temporary); reverse-cumulated over the first K rows, the block sums are the risk-set sums
+    sum_indices: np.ndarray
+    sum_indptr: np.ndarray
 
 
 class GroupIndex(NamedTuple):
@@ -88,18 +103,27 @@ class GroupIndex(NamedTuple):
     group: np.ndarray  # (n,) group index, sorted order, sparse groups numbered first
     n_groups: int
     n_sparse: int
-    indicator: Any  # scipy.sparse CSR (n_groups x n) of ones: group sums
-    indicator_sparse: Any  # its first n_sparse rows
-    indicator_sparse_deaths: Any  # its first n_sparse rows, death columns only (D columns)
     perm: np.ndarray  # (n,) sorted-order positions ordered by (group, time)
     group_end: np.ndarray  # (n,) for each position of perm, the end (exclusive) of its group in perm
-    first_in_group: np.ndarray  # (n,) bool, position of perm is the first of its group
     dense_columns: np.ndarray  # (n, n_groups - n_sparse) indicators of the dense groups
+    # CSR row pointers of the sparse groups' indicator (n_sparse x n; its column indices are the first
+    # entries of perm): group sums with any weights
+    sparse_indptr: np.ndarray
     # sparse-group x event-time sums as sparse matrices with a fixed pattern (see _PairSums): risk
     # weights by (group, number of event times at or before the observation) and deaths by
-    # (group, event time); they give the cross terms without n x m temporaries
-    by_segment: Any = None
-    by_death_time: Any = None
+    # (group, tied event time); they give the cross terms without n x m temporaries
+    by_segment: Any
+    by_tied_death: Any
+    # static parts of the diagonal of the sparse-group block (see _derivatives), in perm order: the
+    # group, the cumulative-sum positions of the observation's time and of its predecessor's in the
+    # group; then one entry per (group, event time) block of deaths
+    perm_group: np.ndarray
+    perm_seg: np.ndarray
+    perm_prev_seg: np.ndarray
+    death_pos: np.ndarray  # perm positions of the deaths of sparse groups at tied times, by (group, time)
+    death_block: np.ndarray  # first entry in death_pos of each (group, tied time) block
+    death_block_group: np.ndarray
+    death_block_tied: np.ndarray  # index in RiskSets.tied of the block's time
 
 
 class _PairSums(NamedTuple):
@@ -151,25 +175,34 @@ def risk_sets(time: np.ndarray, event: np.ndarray, ties: str = "efron") -> RiskS
     row_offset = np.cumsum(d) - d
     if ties == "efron":
         row_frac = (np.arange(n_rows) - row_offset[row_time]) / d[row_time]
+        tied = np.flatnonzero(d > 1)
     elif ties == "breslow":
         row_frac = np.zeros(n_rows)
+        tied = np.zeros(0, dtype=np.int64)
     else:
         raise ValueError(f"ties must be 'efron' or 'breslow', got {ties!r}")
     block_to_time = np.full(block_start.size, -1, dtype=np.int64)
     block_to_time[event_blocks] = np.arange(d.size)
     death_time = np.where(e > 0, block_to_time[block_id], -1)
-    seg = np.searchsorted(start, np.arange(n), side="right") - 1
-    ends = start + d
-    bounds = np.unique(np.concatenate([start, ends[ends < n]]))
-    return RiskSets(order, e, start, d, row_time, row_frac, row_offset, death_time, seg, np.flatnonzero(e > 0),
-                    bounds, np.searchsorted(bounds, start))
+    at_obs = np.searchsorted(start, np.arange(n), side="right")
+    death_pos = np.flatnonzero(e > 0)
+    first = int(start[0]) if start.size else n
+    sum_indices = np.concatenate([np.arange(first, n), death_pos])
+    sum_indptr = np.concatenate([start - first, [n - first], (n - first) + np.cumsum(d)])
+    tied_rows = np.flatnonzero(np.isin(row_time, tied))
+    tied_slot = np.full(d.size, -1, dtype=np.int64)
+    tied_slot[tied] = np.arange(tied.size)
+    tied_deaths = death_pos[tied_slot[death_time[death_pos]] >= 0]
+    index = np.int32 if n + n_rows < 2**31 - 1 else np.int64
+    return RiskSets(order, e, start, d, row_time, row_frac, row_offset, death_time, at_obs, death_pos, tied,
+                    tied_rows, row_frac[tied_rows], np.cumsum(d[tied]) - d[tied], tied_deaths,
+                    tied_slot[death_time[tied_deaths]], sum_indices.astype(index), sum_indptr.astype(index))
 
 
 def group_index(group_sorted: np.ndarray, n_groups: int, n_sparse: int, rs: RiskSets) -> GroupIndex:
     """Index groups (already in sorted observation order, sparse groups numbered ``0..n_sparse-1``)."""
     g = np.asarray(group_sorted, dtype=np.int64)
     n = g.size
-    indicator = scipy.sparse.csr_matrix((np.ones(n), (g, np.arange(n))), shape=(n_groups, n))
     perm = np.argsort(g, kind="stable")  # time order kept within a group
     gp = g[perm]
     first = np.ones(n, dtype=bool)
@@ -179,16 +212,32 @@ def group_index(group_sorted: np.ndarray, n_groups: int, n_sparse: int, rs: Risk
     dense = np.zeros((n, n_groups - n_sparse))
     is_dense = g >= n_sparse
     dense[np.flatnonzero(is_dense), g[is_dense] - n_sparse] = 1.0
-    ind_s = indicator[:n_sparse].tocsr()
-    ind_sd = ind_s[:, rs.deaths].tocsr()
     n_times = rs.start.size
     in_sparse = np.flatnonzero(g < n_sparse)
-    by_segment = _PairSums.build(in_sparse, g[in_sparse], rs.seg[in_sparse] + 1, (n_sparse, n_times + 1))
-    sparse_deaths = np.flatnonzero((g < n_sparse) & (rs.death_time >= 0))
-    by_death_time = _PairSums.build(sparse_deaths, g[sparse_deaths], rs.death_time[sparse_deaths],
-                                    (n_sparse, n_times))
-    return GroupIndex(g, n_groups, n_sparse, indicator, ind_s, ind_sd, perm, ends[gp], first, dense, by_segment,
-                      by_death_time)
+    by_segment = _PairSums.build(in_sparse, g[in_sparse], rs.at_obs[in_sparse], (n_sparse, n_times + 1))
+    tied_index = np.full(n_times, -1, dtype=np.int64)
+    tied_index[rs.tied] = np.arange(rs.tied.size)
+    dt = rs.death_time
+    sparse_deaths = np.flatnonzero((g < n_sparse) & (dt >= 0))
+    sparse_deaths = sparse_deaths[tied_index[dt[sparse_deaths]] >= 0]  # at tied times
+    by_tied_death = _PairSums.build(sparse_deaths, g[sparse_deaths], tied_index[dt[sparse_deaths]],
+                                    (n_sparse, rs.tied.size))
+    # diagonal of the sparse block: in perm order, positions (in [0, cumsum(alpha)]) of the observation's
+    # time and of the previous member's time (0 for a group's first member)
+    perm_seg = rs.at_obs[perm]
+    perm_prev_seg = np.zeros(n, dtype=np.int64)
+    perm_prev_seg[1:] = perm_seg[:-1]
+    perm_prev_seg[first] = 0
+    dtp = dt[perm]
+    # deaths of sparse groups at tied times (elsewhere the Efron fractions are 0)
+    dpos = np.flatnonzero((dtp >= 0) & (gp < n_sparse))
+    dpos = dpos[tied_index[dtp[dpos]] >= 0]
+    key_change = np.ones(dpos.size, dtype=bool)
+    key_change[1:] = (gp[dpos[1:]] != gp[dpos[:-1]]) | (dtp[dpos[1:]] != dtp[dpos[:-1]])
+    bstart = np.flatnonzero(key_change)
+    return GroupIndex(g, n_groups, n_sparse, perm, ends[gp], dense, np.concatenate([[0], ends[:n_sparse]]),
+                      by_segment, by_tied_death, gp, perm_seg, perm_prev_seg, dpos, bstart, gp[dpos[bstart]],
+                      tied_index[dtp[dpos[bstart]]])
 
 
 # ----------------------------------------------------------------------------- value
@@ -208,16 +257,15 @@ def cox_loglik(eta: Any, rs: RiskSets, xp: Any = np) -> Any:
 
 
 # ----------------------------------------------------------------------------- derivatives
-def _event_sums(a: np.ndarray, rs: RiskSets) -> tuple[np.ndarray, np.ndarray]:
-    """Risk-set sums and death sums of ``a`` (n, ...) at each event time, in O(n) (segment sums then a
-    reverse cumulative sum over the K event times)."""
-    if rs.bounds is None:  # a RiskSets built by hand
-        seg_sums = np.add.reduceat(a, rs.start, axis=0)
-        risk = np.cumsum(seg_sums[::-1], axis=0)[::-1]
-        return risk, np.add.reduceat(a[rs.deaths], rs.row_offset, axis=0)
-    seg_sums = np.add.reduceat(a, rs.bounds, axis=0)
-    risk = np.cumsum(seg_sums[::-1], axis=0)[::-1]
-    return risk[rs.bounds_start], seg_sums[rs.bounds_start]
+def _sum_matrix(r: np.ndarray, rs: RiskSets) -> Any:
+    """The (2K x n) block/death sum matrix of :class:`RiskSets` with the risk weights ``r`` as values."""
+    n_times = rs.start.size
+    return scipy.sparse.csr_matrix((r[rs.sum_indices], rs.sum_indices, rs.sum_indptr), shape=(2 * n_times, r.size))
+
+
+def _risk_and_death(block_sums: np.ndarray, n_times: int) -> tuple[np.ndarray, np.ndarray]:
+    """Risk-set sums (reverse cumulative sums of the K block sums) and the K death sums."""
+    return np.cumsum(block_sums[n_times - 1::-1], axis=0)[::-1], block_sums[n_times:]
 
 
 def _by_time(a: np.ndarray, rs: RiskSets) -> np.ndarray:
@@ -225,11 +273,18 @@ def _by_time(a: np.ndarray, rs: RiskSets) -> np.ndarray:
     return np.add.reduceat(a, rs.row_offset, axis=0)
 
 
+def _by_tied_time(a: np.ndarray, rs: RiskSets) -> np.ndarray:
+    """Sum ``f * a`` over the event rows of each tied time (``a``: one value per event row, ``f`` the
+    Efron fraction), one value per entry of ``RiskSets.tied``."""
+    return np.add.reduceat(rs.tied_frac * a[rs.tied_rows], rs.tied_row_offset)
+
+
 def _cum_at_obs(per_time: np.ndarray, rs: RiskSets) -> np.ndarray:
     """For each observation, the sum of ``per_time`` over the event times at or before its time."""
-    c = np.cumsum(per_time, axis=0)
-    c = np.concatenate([np.zeros((1,) + per_time.shape[1:]), c])
-    return c[rs.seg + 1]
+    c = np.empty((per_time.shape[0] + 1,) + per_time.shape[1:])
+    c[0] = 0.0
+    np.cumsum(per_time, axis=0, out=c[1:])
+    return c[rs.at_obs]
 
 
 class CoxDerivatives(NamedTuple):
@@ -248,7 +303,8 @@ class _Curvature(NamedTuple):
 
     r: np.ndarray  # (n,) risk weights exp(eta - shift)
     w: np.ndarray  # (n,) r * h, the diagonal weights of Z' diag(w) Z
-    inv: np.ndarray  # (D,) 1 / den per event row
+    inv2: np.ndarray  # (D,) 1 / den^2 per event row
+    sums: Any  # the (2K x n) block/death sum matrix with values r (see RiskSets)
 
 
 def cox_derivatives(eta: np.ndarray, rs: RiskSets, dense: np.ndarray, groups: GroupIndex | None) -> CoxDerivatives:
@@ -273,86 +329,124 @@ def cox_derivatives(eta: np.ndarray, rs: RiskSets, dense: np.ndarray, groups: Gr
     :math:`\alpha_k, \beta_k, \gamma_k = \sum_l (1, f_l, f_l^2) / \mathrm{den}_{kl}^2`,
     :math:`M^\top M = \sum_k \alpha_k S S^\top - \beta_k (S S^{D\top} + S^D S^\top) + \gamma_k
     S^D S^{D\top}`, so no per-death row of M is formed: the cost is one pass over the n x m design
-    plus O(K m^2).
+    plus O(K m^2). The 2 x 2 weight matrix of each event time is positive semi-definite (Cauchy-Schwarz),
+    so :math:`M^\top M = U^\top U + V^\top V` with :math:`U_k = \sqrt{\alpha_k} S_k - (\beta_k /
+    \sqrt{\alpha_k}) S^D_k` and :math:`V_k = \sqrt{\gamma_k - \beta_k^2/\alpha_k}\, S^D_k` (only tied
+    times have :math:`\beta_k, \gamma_k \neq 0`): two symmetric rank-k products.
     """
     return _derivatives(eta, rs, dense, groups)[0]
 
 
-def _derivatives(eta: np.ndarray, rs: RiskSets, dense: np.ndarray, groups: GroupIndex | None
-                 ) -> tuple[CoxDerivatives, _Curvature]:
+class _Workspace:
+    """Scratch arrays reused by the derivative passes of one fit.
+
+    A pass makes a few (n x m) and (K x m) temporaries, several MB each at 40,000 rows. Allocated afresh,
+    they are mapped and faulted in again on every pass (the allocator hands large freed blocks back to
+    the system), which cost as much as the arithmetic; kept here they are touched once. Only
+    temporaries that no result refers to live here.
+    """
+
+    def __init__(self) -> None:
+        self._arrays: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...]) -> np.ndarray:
+        a = self._arrays.get(name)
+        if a is None or a.shape != shape:
+            a = self._arrays[name] = np.empty(shape)
+        return a
+
+
+def _derivatives(eta: np.ndarray, rs: RiskSets, dense: np.ndarray, groups: GroupIndex | None,
+                 work: _Workspace | None = None) -> tuple[CoxDerivatives, _Curvature]:
+    work = _Workspace() if work is None else work
+    n_times = rs.start.size
+    m = dense.shape[1]
     shift = eta.max()
     r = np.exp(eta - shift)
-    s0, s0d = _event_sums(r, rs)
-    den = s0[rs.row_time] - rs.row_frac * s0d[rs.row_time]
+    sums = _sum_matrix(r, rs)
+    s0, s0d = _risk_and_death(np.add.reduceat(sums.data, rs.sum_indptr[:-1]), n_times)
+    tied = rs.tied
+    frac = rs.row_frac
+    den = s0[rs.row_time]
+    if tied.size:
+        den -= frac * s0d[rs.row_time]
     loglik = float(eta[rs.deaths].sum() - np.log(den).sum() - den.size * shift)
     inv = 1.0 / den
     inv2 = inv * inv
-    frac = rs.row_frac
-    alpha, beta, gamma = _by_time(inv2, rs), _by_time(frac * inv2, rs), _by_time(frac * frac * inv2, rs)
+    alpha = _by_time(inv2, rs)
     h = _cum_at_obs(_by_time(inv, rs), rs)
-    corr = _by_time(frac * inv, rs)[rs.row_time]  # Efron: a death's own event rows weigh (1 - f)
-    h[rs.deaths] -= corr
+    if tied.size:
+        # Efron: a death's own event rows weigh (1 - f)
+        h[rs.tied_deaths] -= _by_tied_time(inv, rs)[rs.tied_death_slot]
+        beta = _by_tied_time(inv2, rs)
+        gamma = np.add.reduceat(rs.tied_frac**2 * inv2[rs.tied_rows], rs.tied_row_offset)
     w = r * h
     resid = rs.event - w
 
-    wd = r[:, None] * dense  # first r z, then (in place) w z: one n x m temporary
-    s1, s1d = _event_sums(wd, rs)
-    sa = s1 * alpha[:, None]
-    sb = s1d * beta[:, None]
-    mtm = s1.T @ sa - s1.T @ sb - sb.T @ s1 + s1d.T @ (s1d * gamma[:, None])
-    wd *= h[:, None]
-    hess_dense = dense.T @ wd - mtm
+    block_sums = sums @ dense
+    s1d = block_sums[n_times:]
+    s1 = work.get("risk", (n_times, m))
+    np.cumsum(block_sums[n_times - 1::-1], axis=0, out=s1[::-1])
+    root = np.sqrt(alpha)
+    u = np.multiply(s1, root[:, None], out=work.get("u", (n_times, m)))
+    if tied.size:
+        s1t, s1dt = s1[tied], s1d[tied]
+        u[tied] -= s1dt * (beta / root[tied])[:, None]
+        v = s1dt * np.sqrt(np.maximum(gamma - beta * beta / alpha[tied], 0.0))[:, None]
+        mtm = u.T @ u + v.T @ v
+    else:
+        mtm = u.T @ u
+    sw = np.multiply(dense, np.sqrt(np.maximum(w, 0.0))[:, None], out=work.get("sw", dense.shape))
+    hess_dense = sw.T @ sw
+    hess_dense -= mtm
     grad_dense = dense.T @ resid
+    cur = _Curvature(r, w, inv2, sums)
 
     if groups is None or groups.n_sparse == 0:
         empty = np.zeros(0)
-        return (CoxDerivatives(loglik, empty, grad_dense, empty, np.zeros((0, dense.shape[1])), hess_dense),
-                _Curvature(r, w, inv))
+        return CoxDerivatives(loglik, empty, grad_dense, empty, np.zeros((0, dense.shape[1])), hess_dense), cur
 
     qs = groups.n_sparse
-    grad_all = groups.indicator @ resid
-    gram_all = groups.indicator @ w
+    grad_all = np.bincount(groups.group, weights=resid, minlength=groups.n_groups)
+    gram_all = np.bincount(groups.group, weights=w, minlength=groups.n_groups)
     # cross terms with dense columns: sum over a group's observations of r_i (h_i z_i - C_i), where
-    # C_i = sum over the event rows whose risk set holds i of c_ikl m_kl / den_kl
+    # C_i = sum over the event rows whose risk set holds i of c_ikl m_kl / den_kl:
     # sum_l m_kl / den_kl cumulated over event times (row j: the first j times), and sum_l f m_kl /
-    # den_kl per event time; summed over a group's observations by (group x time) sparse matrices
-    cm = np.concatenate([np.zeros((1, dense.shape[1])), np.cumsum(sa - s1d * beta[:, None], axis=0)])
-    cc = s1 * beta[:, None] - s1d * gamma[:, None]
-    if groups.by_segment is not None:
-        cross = groups.indicator_sparse @ wd - groups.by_segment.matrix(r) @ cm
-        cross += groups.by_death_time.matrix(r) @ cc
-    else:  # a GroupIndex built by hand
-        cross = groups.indicator_sparse @ (wd - r[:, None] * cm[rs.seg + 1])
-        cross += groups.indicator_sparse_deaths @ (r[rs.deaths, None] * cc[rs.row_time])
+    # den_kl per tied event time; summed over a group's observations by (group x time) sparse matrices
+    p_sum = np.multiply(s1, alpha[:, None], out=u)  # u is no longer needed
+    if tied.size:
+        p_sum[tied] -= s1dt * beta[:, None]
+    cm = work.get("cm", (n_times + 1, m))
+    cm[0] = 0.0
+    np.cumsum(p_sum, axis=0, out=cm[1:])
+    pattern = groups.perm[:groups.sparse_indptr[-1]]
+    indicator_w = scipy.sparse.csr_matrix((w[pattern], pattern, groups.sparse_indptr), shape=(qs, eta.size))
+    cross = indicator_w @ dense
+    cross -= groups.by_segment.matrix(r) @ cm
+    if tied.size:
+        cross += groups.by_tied_death.matrix(r) @ (s1t * beta[:, None] - s1dt * gamma[:, None])
     # diagonal of M_b' M_b: per group, sum over event rows of (a_kj - f e_kj)^2 / den^2 with a_kj
     # the group's risk-set sum (a step function of time) and e_kj its deaths' sum at t_k
-    u0 = _cum_at_obs(alpha, rs)
-    p = groups.perm
-    rp = r[p]
-    rcs = np.concatenate([np.cumsum(rp[::-1])[::-1], [0.0]])
+    ca = np.empty(n_times + 1)
+    ca[0] = 0.0
+    np.cumsum(alpha, out=ca[1:])
+    rp = r[groups.perm]
+    rcs = np.empty(rp.size + 1)
+    rcs[-1] = 0.0
+    np.cumsum(rp[::-1], out=rcs[-2::-1])
     within = rcs[:-1] - rcs[groups.group_end]  # group's risk-set sum from this member on
-    u0p = u0[p]
-    prev = np.empty_like(u0p)
-    prev[0] = 0.0
-    prev[1:] = u0p[:-1]
-    prev[groups.first_in_group] = 0.0
-    gp = groups.group[p]
-    mm_diag = np.bincount(gp, weights=within**2 * (u0p - prev), minlength=groups.n_groups)
-    dtp = rs.death_time[p]
-    dpos = np.flatnonzero(dtp >= 0)
-    if dpos.size:
-        key_change = np.ones(dpos.size, dtype=bool)
-        key_change[1:] = (gp[dpos[1:]] != gp[dpos[:-1]]) | (dtp[dpos[1:]] != dtp[dpos[:-1]])
-        bstart = np.flatnonzero(key_change)
-        e_sum = np.add.reduceat(rp[dpos], bstart)
-        first = dpos[bstart]
-        a_sum = within[first]
-        k = dtp[first]
-        mm_diag += np.bincount(gp[first], weights=-2.0 * a_sum * e_sum * beta[k] + e_sum**2 * gamma[k],
+    mm_diag = np.bincount(groups.perm_group, weights=within**2 * (ca[groups.perm_seg] - ca[groups.perm_prev_seg]),
+                          minlength=groups.n_groups)
+    if groups.death_pos.size:
+        # only tied times carry f != 0 (beta, gamma are zero elsewhere)
+        e_sum = np.add.reduceat(rp[groups.death_pos], groups.death_block)
+        first = groups.death_pos[groups.death_block]
+        k = groups.death_block_tied
+        mm_diag += np.bincount(groups.death_block_group,
+                               weights=-2.0 * within[first] * e_sum * beta[k] + e_sum**2 * gamma[k],
                                minlength=groups.n_groups)
     hess_sparse = (gram_all - mm_diag)[:qs]
-    return (CoxDerivatives(loglik, grad_all[:qs], grad_dense, hess_sparse, cross, hess_dense),
-            _Curvature(r, w, inv))
+    return CoxDerivatives(loglik, grad_all[:qs], grad_dense, hess_sparse, cross, hess_dense), cur
 
 
 # ----------------------------------------------------------------------------- penalised Newton
@@ -416,23 +510,30 @@ def _information_product(v: np.ndarray, cur: _Curvature, rs: RiskSets, dense: np
     vs, vd = v[:qs], v[qs:]
     u = dense @ vd
     if qs:
-        u += np.concatenate([vs, np.zeros(qd)])[groups.group]
-    ru = cur.r * u
-    s, sd = _event_sums(ru, rs)
-    y = (s[rs.row_time] - rs.row_frac * sd[rs.row_time]) * cur.inv
-    yi = y * cur.inv
-    c = _cum_at_obs(_by_time(yi, rs), rs)
-    c[rs.deaths] -= _by_time(rs.row_frac * yi, rs)[rs.row_time]
-    t = cur.w * u - cur.r * c
-    out_d = dense.T @ t
-    out_d[:qd] += pen * vd[:qd]
-    out_s = np.bincount(groups.group, weights=t, minlength=groups.n_groups)[:qs] + pen * vs
-    return np.concatenate([out_s, out_d])
+        u += (vs if qd == 0 else np.concatenate([vs, np.zeros(qd)]))[groups.group]
+    s, sd = _risk_and_death(cur.sums @ u, rs.start.size)
+    y = s[rs.row_time]
+    if rs.tied.size:
+        y -= rs.row_frac * sd[rs.row_time]
+    y *= cur.inv2
+    c = _cum_at_obs(_by_time(y, rs), rs)
+    if rs.tied.size:
+        c[rs.tied_deaths] -= _by_tied_time(y, rs)[rs.tied_death_slot]
+    c *= cur.r
+    t = cur.w * u
+    t -= c
+    out = np.empty(v.size)
+    out[qs:] = dense.T @ t
+    out[qs:qs + qd] += pen * vd[:qd]
+    if qs:
+        out[:qs] = np.bincount(groups.group, weights=t, minlength=groups.n_groups)[:qs]
+        out[:qs] += pen * vs
+    return out
 
 
 def _newton_direction(g: np.ndarray, f: _Blocks, cur: _Curvature, rs: RiskSets, dense: np.ndarray,
-                      groups: GroupIndex | None, pen: float, max_cg: int, rtol2: float | None = None
-                      ) -> tuple[np.ndarray, int]:
+                      groups: GroupIndex | None, pen: float, max_cg: int, rtol2: float | None = None,
+                      guess: np.ndarray | None = None) -> tuple[np.ndarray, int]:
     """Exact Newton direction by conjugate gradients preconditioned with the sparse-approximation solve.
 
     The preconditioner differs from the information only by the off-diagonal sparse-group terms (each
@@ -447,6 +548,8 @@ def _newton_direction(g: np.ndarray, f: _Blocks, cur: _Curvature, rs: RiskSets, 
     gpg = float(g @ x)
     if rtol2 is None:
         rtol2 = max(min(1e-4, 0.5 * gpg), 1e-10)
+    if guess is not None:
+        x = guess.copy()
     res = g - _information_product(x, cur, rs, dense, groups, pen)
     z = _solve_approx(f, res)
     rz = float(res @ z)
@@ -498,6 +601,8 @@ def fit_penalized(
     tol: float = 1e-9,
     max_cg: int = 50,
     tangent: bool = False,
+    tangent_guess: np.ndarray | None = None,
+    workspace: _Workspace | None = None,
 ) -> PenalizedFit:
     r"""Maximise :math:`\ell(\beta, b) - b^\top b / (2\sigma^2)` by Newton-Raphson (step halving).
 
@@ -512,9 +617,13 @@ def fit_penalized(
     quadratically to the exact mode. coxme steps with the approximate information (linear convergence,
     same mode); the approximation is kept where coxme uses it: the log-determinant and the variances.
 
-    ``tangent=True`` also returns :math:`d(b, \beta)/d\log\sigma^2 = H^{-1} (b/\sigma^2, 0)` at the mode.
+    ``tangent=True`` also returns :math:`d(b, \beta)/d\log\sigma^2 = H^{-1} (b/\sigma^2, 0)` at the mode,
+    solved by conjugate gradients from ``tangent_guess`` when given (e.g. the tangent at a nearby
+    variance) instead of the preconditioner's solve. ``workspace`` (a ``_Workspace``): scratch arrays
+    to reuse across the fits of one model (one is made when not given).
     """
     n, p = x.shape
+    workspace = _Workspace() if workspace is None else workspace
     q = 0 if groups is None else groups.n_groups
     qs = 0 if groups is None else groups.n_sparse
     qd = q - qs
@@ -531,7 +640,7 @@ def fit_penalized(
     converged = False
     it = 0
     for it in range(1, max_iter + 1):
-        d, cur = _derivatives(eta_of(b, beta), rs, dense, groups)
+        d, cur = _derivatives(eta_of(b, beta), rs, dense, groups, workspace)
         ppl = d.loglik - 0.5 * pen * float(b @ b)
         if prev is not None and not ppl >= prev[0] - 1e-10 * (1.0 + abs(prev[0])):
             # worse (or not finite): halve the step back towards the last accepted point
@@ -563,7 +672,8 @@ def fit_penalized(
         em_sum = float(b @ b) + float((1.0 / blocks.a).sum()) + float((1.0 / diag_dense).sum())
     if tangent and q:
         rhs = np.concatenate([pen * b, np.zeros(p)])
-        slope, _ = _newton_direction(rhs, blocks, cur, rs, dense, groups, pen, max_cg, rtol2=1e-10)
+        slope, _ = _newton_direction(rhs, blocks, cur, rs, dense, groups, pen, max_cg, rtol2=1e-10,
+                                     guess=tangent_guess)
     return PenalizedFit(b, beta, d.loglik, ppl, logdet, cov, it, converged, slope, em_sum)
 
 

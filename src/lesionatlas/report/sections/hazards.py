@@ -360,6 +360,12 @@ def _stratified_caption(oh: Any, model: str) -> str:
     groups = sorted(map(str, oh.stratified.loc[oh.stratified["model"] == model, "group"].unique()))
     fitted = (f" Only the {group} '{groups[0]}' could be fitted (see the notes of the hazards stage below)."
               if len(groups) == 1 else "")
+    if "covariates_left_out" in oh.stratified:
+        sub = oh.stratified[(oh.stratified["model"] == model)
+                            & oh.stratified["covariates_left_out"].fillna("").astype(str).ne("")]
+        for g, names in sub.groupby("group")["covariates_left_out"].first().items():
+            fitted += (f" In '{g}', {', '.join(str(names).split(';'))} could not be estimated (constant or "
+                       "collinear within the group) and was left out of its model.")
     return (f"The final {model} model refitted within each {group}: hazard "
             f"ratio (95% CI, log scale) of each organ against {_in_sentence(oh.reference_organ)} lesions of the "
             f"same group; organs in the order of the pooled hazard ratio; n = lesions over the groups.{lrt}"
