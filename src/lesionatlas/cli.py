@@ -171,7 +171,8 @@ def _run_progress(err):
             tasks[stage] = bar.add_task(stage, total=None, state="")
         task = tasks[stage]
         if status == "update":
-            bar.update(task, completed=done, total=total, state="SAEM iterations" if stage == "tgi" else "")
+            bar.update(task, completed=done, total=total,
+                       state={"tgi": "SAEM iterations", "hazards": "mixed Cox fits"}.get(stage, ""))
         elif status == "start":
             bar.update(task, state="running")
         else:

@@ -405,7 +405,8 @@ def _stage_hazards(ctx: _Context) -> tuple[Any, Callable[[Path], Any]]:
     hazards = fit_organ_hazards(events, reference_organ=reference, candidates=candidates, selection=h.selection,
                                 alpha=h.alpha, stratify_by=stratify, seed=stage_seed(ctx.config.run.seed, "hazards"),
                                 organ_p_value=h.organ_p_value,
-                                mixed_cox=MixedCox(ties=h.ties, profile_ci=h.profile_ci))
+                                mixed_cox=MixedCox(ties=h.ties, profile_ci=h.profile_ci),
+                                progress=lambda n: ctx.tick("hazards", n, None))
     return hazards, lambda tmp: hazards.to_dir(tmp)
 
 

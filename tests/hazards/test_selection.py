@@ -333,3 +333,17 @@ def test_plots_return_axes(pooled):
     with pytest.raises(ConfigError):
         result.plot_forest("survival")
     plt.close("all")
+
+
+def test_progress_counts_every_fit():
+    from lesionatlas.data import simulate_cohort
+    from lesionatlas.events import derive_events
+    from lesionatlas.hazards import fit_organ_hazards
+
+    sim = simulate_cohort("mcrc", seed=3, n_patients=150)
+    ev = derive_events(sim.cohort, sim.truth.table("lesions"))
+    seen: list[int] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit_organ_hazards(ev, candidates=("line",), stratify_by=None, progress=seen.append)
+    assert seen == list(range(1, len(seen) + 1)) and len(seen) >= 4  # 2 models: candidate LRT + final fits

@@ -62,13 +62,14 @@ models"; Fig. 3a,b,e,f.)
 """
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import hashlib
 import json
 import math
 import platform
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -127,6 +128,7 @@ def fit_organ_hazards(
     reference_levels: Mapping[str, Any] | None = None,
     organ_p_value: Literal["wald", "lrt"] = "wald",
     mixed_cox: MixedCox | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> OrganHazards:
     r"""Organ hazard ratios of lesion response and progression, with covariates chosen by LRTs.
 
@@ -160,6 +162,9 @@ def fit_organ_hazards(
     mixed_cox : MixedCox, optional
         The model spec (default ``MixedCox()``); the selection's intermediate fits skip the profile
         interval of the variance.
+    progress : callable, optional
+        ``progress(n_fits)``, called after each mixed Cox fit with the number made so far (the total is
+        not known in advance: it depends on the selection).
 
     Returns
     -------
@@ -202,6 +207,34 @@ def fit_organ_hazards(
     >>> oh.hazard_ratios.columns[:4].tolist()  # doctest: +SKIP
     ['model', 'organ', 'hazard_ratio', 'ci_lower']
     """
+    token = _PROGRESS.set(None if progress is None else [0, progress])
+    try:
+        return _fit_organ_hazards(events, reference_organ=reference_organ, candidates=candidates,
+                                  selection=selection, alpha=alpha, stratify_by=stratify_by, seed=seed,
+                                  models=models, reference_levels=reference_levels, organ_p_value=organ_p_value,
+                                  mixed_cox=mixed_cox)
+    finally:
+        _PROGRESS.reset(token)
+
+
+#: the progress callback of the running :func:`fit_organ_hazards` and its fit count
+_PROGRESS: contextvars.ContextVar[list[Any] | None] = contextvars.ContextVar("hazards_progress", default=None)
+
+
+def _fit_organ_hazards(
+    events: Any,
+    *,
+    reference_organ: str,
+    candidates: Sequence[str],
+    selection: str,
+    alpha: float,
+    stratify_by: str | None,
+    seed: int,
+    models: Sequence[Model],
+    reference_levels: Mapping[str, Any] | None,
+    organ_p_value: str,
+    mixed_cox: MixedCox | None,
+) -> OrganHazards:
     spec = mixed_cox if mixed_cox is not None else MixedCox()
     if not isinstance(spec, MixedCox):
         raise ConfigError(f"mixed_cox must be a MixedCox spec or None, got {type(spec).__name__}")
@@ -378,6 +411,10 @@ class _Fitter:
         for w in caught:
             sink.append((context, w.category, str(w.message)))
         self.cache[key] = fit
+        hook = _PROGRESS.get()
+        if hook is not None:
+            hook[0] += 1
+            hook[1](hook[0])
         return fit
 
     def compare(self, small: Sequence[str], big: Sequence[str], spec: MixedCox, context: str,
