@@ -152,7 +152,7 @@ class TGIConfig:
     max_relative_residual: float = 3.0
     n_posterior_iter: int = 200
     standard_errors: bool = True
-    n_is_draws: int = 2000
+    n_is_draws: int = 1000
     n_mode_steps: int = 50
     chunk_size: int = 50
     precision: str = "float64"

@@ -11,8 +11,16 @@ from jax.test_util import check_grads
 from scipy import optimize, stats
 from tgi_simulate import true_volume
 
-from lesionatlas.tgi.likelihood import TGIData, lesion_loglik, log_ndtr_diff, observation_loglik
-from lesionatlas.tgi.model import params_to_phi
+from lesionatlas.tgi.fit import LesionArrays, row_width
+from lesionatlas.tgi.likelihood import (
+    TGIData,
+    lesion_loglik,
+    log_ndtr,
+    log_ndtr_diff,
+    observation_loglik,
+    prepare_data,
+)
+from lesionatlas.tgi.model import log1p_unit, log_sigmoid_pair, logaddexp, params_to_phi
 from lesionatlas.tgi.saem import SAEMConfig, importance_loglik
 
 pytestmark = pytest.mark.usefixtures("x64")
@@ -65,6 +73,99 @@ def test_log_ndtr_diff_both_tails():
         else:
             ref = stats.norm.logcdf(zu) + np.log1p(-np.exp(stats.norm.logcdf(zl) - stats.norm.logcdf(zu)))
         assert got == pytest.approx(ref, rel=1e-8, abs=1e-12), (zl, zu)
+
+
+def test_log_ndtr_matches_scipy():
+    """Both tails: relative accuracy 1e-12 above z = -20 (the upper tail included, where log Phi is tiny)
+    and below it the asymptotic series JAX uses (good to 4e-9 absolute at the switch, 1e-11 relative
+    further down); gradients phi(z) / Phi(z) to 1e-7 and finite everywhere (also across the branches)."""
+    z = np.concatenate([np.linspace(-60, 38, 98001), [-20.0, 0.0, -0.0, 1e-300, -1e-300, 8.0, 8.3]])
+    ref = stats.norm.logcdf(z)
+    got = np.asarray(jax.jit(log_ndtr)(jnp.asarray(z)))
+    upper = z > -20
+    np.testing.assert_allclose(got[upper], ref[upper], rtol=1e-12, atol=1e-307)  # XLA flushes subnormals
+    np.testing.assert_allclose(got, ref, rtol=1e-11, atol=5e-9)
+    grad = np.asarray(jax.jit(jax.vmap(jax.grad(log_ndtr)))(jnp.asarray(z)))
+    assert np.all(np.isfinite(grad))
+    np.testing.assert_allclose(grad, np.exp(stats.norm.logpdf(z) - ref), rtol=1e-7, atol=1e-307)
+    with jax.enable_x64(False):
+        z32 = np.asarray(log_ndtr(jnp.asarray(z, jnp.float32)), float)
+    assert np.all(np.isfinite(z32))
+    np.testing.assert_allclose(z32, ref, rtol=2e-5, atol=3e-4)
+
+
+def test_fast_log1p_and_logaddexp():
+    """log1p on [0, 1] within 2.3e-16 absolute (what matters: it is always added to a term of order one
+    or more), an exact derivative; logaddexp and log_sigmoid equal to JAX's to rounding."""
+    x = np.concatenate([np.linspace(0, 1, 100001), np.geomspace(1e-300, 1, 1001), [math.sqrt(2) - 1]])
+    got = np.asarray(jax.jit(log1p_unit)(jnp.asarray(x)))
+    np.testing.assert_allclose(got, np.log1p(x), rtol=0, atol=2.3e-16)
+    grad = np.asarray(jax.vmap(jax.grad(log1p_unit))(jnp.asarray(x)))
+    np.testing.assert_allclose(grad, 1 / (1 + x), rtol=1e-15)
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(0, 30, 10000), rng.normal(0, 30, 10000)
+    np.testing.assert_allclose(np.asarray(logaddexp(a, b)), np.logaddexp(a, b), rtol=1e-15, atol=4e-16)
+    lf, l1 = log_sigmoid_pair(jnp.asarray(a))
+    np.testing.assert_allclose(np.asarray(lf), np.asarray(jax.nn.log_sigmoid(a)), rtol=1e-14, atol=4e-16)
+    np.testing.assert_allclose(np.asarray(l1), np.asarray(jax.nn.log_sigmoid(-a)), rtol=1e-14, atol=4e-16)
+
+
+def _lesion_arrays(n=60, max_obs=11, seed=0, interval=False):
+    """Dense padded arrays of ``n`` lesions with 1..max_obs observations (a long tail), some censored."""
+    rng = np.random.default_rng(seed)
+    counts = np.minimum(rng.geometric(0.25, n), max_obs)
+    m = 16
+    t, y = np.zeros((n, m)), np.ones((n, m))
+    lower, cens, mask = np.full((n, m), -np.inf), np.zeros((n, m), bool), np.zeros((n, m), bool)
+    v0, t0 = np.exp(rng.normal(8, 1, n)), -rng.integers(1, 20, n).astype(float)
+    for i, c in enumerate(counts):
+        day = np.cumsum(rng.integers(30, 60, c)).astype(float)
+        vol = np.exp(rng.normal(np.log(v0[i]), 1.5, c))
+        below = vol < 200
+        t[i, :c], y[i, :c], mask[i, :c] = day, np.where(below, 200.0, vol), True
+        cens[i, :c] = below
+        lower[i, :c] = np.where(below, 0.0 if interval else -np.inf, -np.inf)
+    return LesionArrays(lesion_id=np.arange(n).astype(str), t=t, y=y, lower=lower, censored=cens, obs_mask=mask,
+                        v0=v0, t0=t0, n_lesions=n)
+
+
+@pytest.mark.parametrize("interval", [False, True])
+@pytest.mark.parametrize("width", [None, 2, 3])
+def test_folded_rows_match_dense(interval, width):
+    """Observations folded into rows of ``width`` (continuation rows for longer lesions), with log|y| and
+    the censored-cell index, give the per-lesion log-likelihoods and outlier counts of the plain dense
+    arrays, for every error model."""
+    arrays = _lesion_arrays(interval=interval)
+    folded = arrays.to_data(jnp.float64, width=width)
+    if width is not None:
+        assert folded.t.shape[1] == width and folded.row_lesion is not None
+    n = len(arrays.v0)
+    dense = TGIData(t=jnp.asarray(arrays.t), y=jnp.asarray(arrays.y), lower=jnp.asarray(arrays.lower),
+                    censored=jnp.asarray(arrays.censored), obs_mask=jnp.asarray(arrays.obs_mask),
+                    log_v0=jnp.asarray(np.log(arrays.v0)), t0=jnp.asarray(arrays.t0),
+                    lesion_mask=jnp.ones(n, bool), design=jnp.ones((n, 1)))
+    phi = jnp.asarray(np.random.default_rng(1).normal([-5, -3.5, -2], [1.5, 1.5, 3], (2, n, 3)))
+    for model in ("proportional", "constant", "combined"):
+        err = jnp.asarray([30.0, 0.3])
+        a, ca = lesion_loglik(phi, folded, err, error_model=model)
+        b, cb = lesion_loglik(phi, dense, err, error_model=model)
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-9)
+        np.testing.assert_array_equal(np.asarray(ca), np.asarray(cb))
+    # the index alone (no folding) too
+    a, _ = lesion_loglik(phi, prepare_data(dense), err)
+    b, _ = lesion_loglik(phi, dense, err)
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-12, atol=1e-9)
+
+
+def test_row_width():
+    """The width follows the typical lesion, not the longest: every lesion with 5 observations -> 5; a
+    long tail of a few lesions goes to continuation rows; small data sets take the longest series (the
+    continuation rows would be padded to a bucket of 256)."""
+    assert row_width(np.full(19180, 5), 19456) == 5
+    counts = np.r_[np.full(18000, 4), np.full(1000, 8), np.full(180, 21)]
+    assert row_width(counts, 19456) < 8
+    assert row_width(np.r_[np.full(400, 3), [6]], 512) == 6
+    assert row_width(np.zeros(3, int), 256) == 1
 
 
 def test_outlier_guard():
@@ -161,22 +262,32 @@ def _marginal_by_grid(data, mu, omega, b, n_grid=81):
     lj = log_joint(grid)
     top = lj.max()
     integral = np.trapezoid(np.trapezoid(np.trapezoid(np.exp(lj - top), axes[2], axis=2), axes[1], axis=1), axes[0])
-    return top + math.log(integral)
+    # the conditional mean and covariance on the same grid (what the fit estimates from its MCMC draws)
+    w = np.exp(lj - top) / np.exp(lj - top).sum()
+    mean = np.einsum("ijk,ijkp->p", w, grid)
+    dev = grid - mean
+    cov = np.einsum("ijk,ijkp,ijkq->pq", w, dev, dev)
+    return top + math.log(integral), mean, cov
 
 
+@pytest.mark.parametrize("proposal", ["sd", "cov"])
 @pytest.mark.parametrize("interval", [False, True])
-def test_importance_sampling_matches_quadrature(interval):
+def test_importance_sampling_matches_quadrature(interval, proposal):
     """The IS estimate of one lesion's marginal log-likelihood (3 random effects integrated out) agrees
     with an independent 3-D grid integral to 0.02 on the log scale (IS with 20,000 t-draws has a
-    Monte-Carlo SE of about 0.005 here; the grid error is far smaller)."""
+    Monte-Carlo SE of about 0.005 here; the grid error is far smaller), with a diagonal proposal (SDs)
+    or the conditional mean and full covariance (as the fit uses; the parameters of a lesion are
+    correlated in its conditional distribution)."""
     data = _one_lesion(censor_last=True, interval=interval)
     mu = np.array([math.log(0.005), math.log(0.03), math.log(0.1 / 0.9)])
     omega = np.array([0.6, 0.7, 1.0])
     b = 0.2
-    ref = _marginal_by_grid(data, mu, omega, b)
+    ref, post_mean, post_cov = _marginal_by_grid(data, mu, omega, b)
     # proposal centred near the posterior (in the fit it comes from the MCMC draws)
     prop_mean = jnp.asarray(mu)[None] * 0.5 + params_to_phi(0.006, 0.035, 0.15)[None] * 0.5
     prop_sd = jnp.asarray([[0.4, 0.4, 0.8]])
+    if proposal == "cov":
+        prop_mean, prop_sd = jnp.asarray(post_mean)[None], jnp.asarray(post_cov)[None]
     ll, rel_se = importance_loglik(
         jax.random.key(1),
         jnp.asarray(mu)[None],

@@ -11,12 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from scipy import optimize
 from tgi_simulate import TRUTH, simulate, to_data
 
 from lesionatlas.data.cohort import Cohort
 from lesionatlas.errors import ConvergenceWarning, ExclusionWarning
 from lesionatlas.tgi import TGIFit, TGIModel
 from lesionatlas.tgi import saem
+from lesionatlas.tgi.likelihood import lesion_loglik
 
 TRUE_ROWS = {
     "kg_pop": TRUTH["kg"],
@@ -95,25 +97,49 @@ def test_same_seed_same_numbers(tmp_path):
     assert back.equals(one)
 
 
+CENSORING_DATA_SEEDS = (5, 6, 7)
+
+
 def test_censoring_beats_dropping():
-    """About a quarter of the observations below 200 mm3: leaving them out biases Kd and F (the deepest
-    responses vanish from the data); M3 keeps the estimates within 2.5 SE (99% CI) of the truth.
-    Seen: M3 kg 0.0054, kd 0.0291, f 0.0986, b 0.204; dropped kg 0.0057, kd 0.0271, f 0.117."""
-    sim = simulate(500, seed=5, v0_median=1500.0)
-    assert 0.18 < sim.censored_fraction < 0.35
-    cohort = _cohort(sim)
+    """About a quarter of the observations are below 200 mm3. Leaving them out biases F (and Kd): the
+    deepest responses vanish from the data; M3 keeps the estimates unbiased.
+
+    The claim is about the estimator, so it is checked on three simulated data sets rather than one: a
+    single data set's maximum-likelihood estimate can itself sit near a 2.5-SE bound (data seed 5's
+    kg_pop lies about 2.2 SE from the truth), and then SAEM's Monte-Carlo noise alone decided the old
+    one-data-set version of this test. Pooled, the standardized error ``sum_r (est_r - truth) / SE_r /
+    sqrt(3)`` is N(0, 1) for an unbiased estimator, so the 2.5 bound keeps its 99% level. Checked:
+    on every data set M3's total log error of (kg, kd, f) is below dropping's; pooled, every M3 estimate
+    is within 2.5 SE of the truth, while dropping's F is more than 2.5 SE above it and its Kd more than
+    2.5 SE below. Seen (pooled z) with SAEM seed 0: M3 kg +0.2, kd -1.4, f -1.5, b -0.2; dropped f +6.8,
+    kd -3.2. Over SAEM seeds 0-5 the largest pooled M3 |z| was 1.5; dropped f +5.8 to +6.9, kd -3.1
+    to -4.1.
+    """
     spec = TGIModel(baseline_observation="drop", n_is_draws=0)
-    m3 = spec.fit(cohort, seed=0).population.set_index("parameter")
     dropped = TGIModel(baseline_observation="drop", n_is_draws=0, censoring="drop")
-    with pytest.warns(ExclusionWarning, match="left out"):  # lesions with only censored rows
-        drop = dropped.fit(cohort, seed=0).population.set_index("parameter")
+    names = ("kg_pop", "kd_pop", "f_pop", "b")
+    z_m3 = dict.fromkeys(names, 0.0)
+    z_drop = dict.fromkeys(names, 0.0)
 
     def error(est):
         return sum(abs(math.log(est[n] / TRUE_ROWS[n])) for n in ("kg_pop", "kd_pop", "f_pop"))
 
-    assert error(m3["estimate"]) < error(drop["estimate"])
-    for name in ("kg_pop", "kd_pop", "f_pop", "b"):
-        assert abs(m3.loc[name, "estimate"] - TRUE_ROWS[name]) < 2.5 * m3.loc[name, "se"], name
+    for data_seed in CENSORING_DATA_SEEDS:
+        sim = simulate(500, seed=data_seed, v0_median=1500.0)
+        assert 0.18 < sim.censored_fraction < 0.35
+        cohort = _cohort(sim)
+        m3 = spec.fit(cohort, seed=0).population.set_index("parameter")
+        with pytest.warns(ExclusionWarning, match="left out"):  # lesions with only censored rows
+            drop = dropped.fit(cohort, seed=0).population.set_index("parameter")
+        assert error(m3["estimate"]) < error(drop["estimate"]), data_seed
+        for name in names:
+            z_m3[name] += (m3.loc[name, "estimate"] - TRUE_ROWS[name]) / m3.loc[name, "se"]
+            z_drop[name] += (drop.loc[name, "estimate"] - TRUE_ROWS[name]) / drop.loc[name, "se"]
+    scale = math.sqrt(len(CENSORING_DATA_SEEDS))
+    for name in names:
+        assert abs(z_m3[name] / scale) < 2.5, (name, z_m3[name] / scale)
+    assert z_drop["f_pop"] / scale > 2.5, z_drop["f_pop"] / scale
+    assert z_drop["kd_pop"] / scale < -2.5, z_drop["kd_pop"] / scale
 
 
 def test_absurd_observation_does_not_blow_up_b():
@@ -144,3 +170,50 @@ def test_absurd_observation_does_not_blow_up_b():
         # and the unguarded fit never recovers: annealing lets b^2 shrink by at most 5% per iteration
         state, _ = saem.run_jit(jax.random.key(0), first, data, 10, config)
         assert float(state.error[1]) > 1e6
+
+
+def test_fisher_information_matches_autodiff():
+    """The observed Fisher information as sample_posterior accumulates it (lesion sums, the prior block
+    in closed form) equals Louis' formula from per-lesion automatic derivatives of
+    complete_loglik_lesion at the same draws (one iteration, two chains, padding lesions included)."""
+    with jax.enable_x64(True):
+        data = to_data(simulate(60, seed=8), n_pad=64)
+        config = saem.SAEMConfig()
+        mu = jnp.log(jnp.asarray([0.005, 0.03, 0.1 / 0.9]))
+        state = saem.init(None, data, mu=mu, omega=jnp.asarray([0.6, 0.6, 1.0]), error=jnp.asarray([1.0, 0.2]),
+                          n_chains=2, config=config)
+        post = saem.sample_posterior(jax.random.key(3), state, data, 1, config)
+        theta = saem.pack_theta(state.coef, state.omega2, state.error)
+
+        def per_lesion(fun):
+            one = lambda phi_i, lesion: fun(lambda th: saem.complete_loglik_lesion(th, phi_i, lesion, config))(theta)
+            return jax.vmap(jax.vmap(one), in_axes=(0, None))(post.phi_last, data)
+
+        g = per_lesion(jax.grad) * data.lesion_mask[None, :, None]  # (C, N, T)
+        h = per_lesion(jax.hessian) * data.lesion_mask[None, :, None, None]
+        g_mean = g.mean(axis=0)
+        expected = -(h.mean(axis=0).sum(axis=0) + jnp.einsum("cnt,cns->ts", g, g) / 2) + g_mean.T @ g_mean
+        np.testing.assert_allclose(np.asarray(post.fisher), np.asarray(expected), rtol=1e-9, atol=1e-8)
+
+
+def test_conditional_mode_matches_scipy():
+    """Each lesion's conditional mode (damped Newton with the closed-form 3 x 3 solve) is the minimum
+    scipy's BFGS finds for the same objective, to 1e-5."""
+    with jax.enable_x64(True):
+        data = to_data(simulate(40, seed=9), n_pad=64)
+        config = saem.SAEMConfig()
+        coef = jnp.log(jnp.asarray([[0.005, 0.03, 0.1 / 0.9]]))
+        omega2 = jnp.asarray([0.6, 0.6, 1.0]) ** 2
+        error = jnp.asarray([1.0, 0.2])
+        start = jnp.broadcast_to(coef, (64, 3))
+        mode, grad_norm = saem.conditional_mode(coef, omega2, error, data, start, config)
+        assert float(jnp.max(grad_norm)) < 1e-5
+
+        def objective(phi_i, i):
+            lesion = jax.tree_util.tree_map(lambda x: x[i : i + 1], data)
+            ll, _ = lesion_loglik(jnp.asarray(phi_i)[None], lesion, error)
+            return float(-(ll[0] + saem.log_prior(jnp.asarray(phi_i), coef[0], omega2)))
+
+        for i in range(0, 40, 4):
+            res = optimize.minimize(objective, np.asarray(coef[0]), args=(i,), method="BFGS", options={"gtol": 1e-9})
+            np.testing.assert_allclose(np.asarray(mode[i]), res.x, atol=1e-5)

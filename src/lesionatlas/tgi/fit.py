@@ -8,7 +8,9 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from ..config import DEFAULT_LIMIT_MM3
 from ..errors import ConfigError, ConvergenceWarning, DataError, ExclusionWarning
 from ..io import atomic_dir, write_json, write_table
 from . import saem
-from .likelihood import ERROR_MODELS, TGIData, index_censored, lesion_loglik
+from .likelihood import ERROR_MODELS, TGIData, lesion_loglik, prepare_data
 from .model import PARAMETERS, log_volume_phi
 from .spec import TGIModel
 
@@ -31,6 +33,9 @@ _OBS_BUCKET = 8
 # above this many lesions the bucket is a multiple of _LARGE_LESION_STEP (padding < 25%, shrinking with n)
 _LARGE_LESION_BUCKET = 4096
 _LARGE_LESION_STEP = 1024
+# cost of a continuation row beyond its cells (gathering its lesion's parameters, adding its sum back),
+# in cells; see row_width
+_ROW_OVERHEAD = 4
 
 
 # ----------------------------------------------------------------------------- checks
@@ -86,22 +91,53 @@ class LesionArrays:
     def n_obs(self) -> int:
         return int(self.obs_mask[: self.n_lesions].sum())
 
-    def to_data(self, dtype: Any) -> TGIData:
-        """Device arrays, with the index of the observed cells (see :func:`~.likelihood.index_censored`)."""
+    def to_data(self, dtype: Any, *, width: int | None = None) -> TGIData:
+        r"""Device arrays, folded into rows of ``width`` observations (default :func:`row_width`), with
+        :math:`\log |y|` and the index of the censored cells (see :func:`~.likelihood.prepare_data`).
+
+        Row ``i`` holds the first ``width`` observations of lesion ``i``; the rest of a longer lesion
+        goes to continuation rows after the ``N`` first rows (``TGIData.row_lesion``), padded to
+        :func:`lesion_bucket` rows.
+        """
         n_pad = len(self.v0)
         lesion_mask = np.arange(n_pad) < self.n_lesions
+        counts = self.obs_mask.sum(axis=1)
+        width = row_width(counts, n_pad) if width is None else int(width)
+        lesion, col = np.nonzero(self.obs_mask)
+        rank = (np.cumsum(self.obs_mask, axis=1) - 1)[lesion, col]  # position among the lesion's observations
+        n_rows = -(-counts // width)
+        n_extra = np.maximum(n_rows - 1, 0)
+        extra = int(n_extra.sum())
+        extra_pad = lesion_bucket(extra) if extra else 0
+        start = n_pad + np.concatenate([[0], np.cumsum(n_extra)[:-1]])  # first continuation row of each lesion
+        q, c = rank // width, rank % width
+        row = np.where(q == 0, lesion, start[lesion] + q - 1)
+        shape = (n_pad + extra_pad, width)
+        t, y = np.zeros(shape), np.ones(shape)
+        lower = np.full(shape, -np.inf)
+        cens, mask = np.zeros(shape, bool), np.zeros(shape, bool)
+        t[row, c] = self.t[lesion, col]
+        y[row, c] = self.y[lesion, col]
+        lower[row, c] = self.lower[lesion, col]
+        cens[row, c] = self.censored[lesion, col]
+        mask[row, c] = True
+        row_lesion = None
+        if extra_pad:
+            row_lesion = np.zeros(extra_pad, np.int32)
+            row_lesion[:extra] = np.repeat(np.arange(n_pad), n_extra)
         data = TGIData(
-            t=jnp.asarray(self.t, dtype),
-            y=jnp.asarray(self.y, dtype),
-            lower=jnp.asarray(self.lower, dtype),
-            censored=jnp.asarray(self.censored),
-            obs_mask=jnp.asarray(self.obs_mask),
+            t=jnp.asarray(t, dtype),
+            y=jnp.asarray(y, dtype),
+            lower=jnp.asarray(lower, dtype),
+            censored=jnp.asarray(cens),
+            obs_mask=jnp.asarray(mask),
             log_v0=jnp.asarray(np.log(self.v0), dtype),
             t0=jnp.asarray(self.t0, dtype),
             lesion_mask=jnp.asarray(lesion_mask),
             design=jnp.asarray(lesion_mask[:, None].astype(float), dtype),
+            row_lesion=None if row_lesion is None else jnp.asarray(row_lesion),
         )
-        return index_censored(data)
+        return prepare_data(data)
 
 
 def lesion_bucket(n: int) -> int:
@@ -116,6 +152,24 @@ def lesion_bucket(n: int) -> int:
         if size * 3 // 2 >= n:
             return size * 3 // 2
         size *= 2
+
+
+def row_width(counts: np.ndarray, n_pad: int) -> int:
+    """Observations per row of the device arrays: the width ``w`` that minimises the cells evaluated,
+    ``n_pad * w + E * (w + 4)`` with ``E`` the continuation rows (padded, see :func:`lesion_bucket`) that
+    lesions with more than ``w`` observations need (4: a row's own overhead, in cells).
+
+    Real data have a long tail of observation counts (median 4 per target lesion in the paper, up to
+    29): padding every lesion to the longest multiplied the work several times over.
+    """
+    counts = np.asarray(counts)
+    best = (math.inf, 1)
+    for w in range(1, max(int(counts.max(initial=0)), 1) + 1):
+        extra = int(np.maximum(-(-counts // w) - 1, 0).sum())
+        cost = n_pad * w + (lesion_bucket(extra) * (w + _ROW_OVERHEAD) if extra else 0)
+        if cost < best[0]:
+            best = (cost, w)
+    return best[1]
 
 
 def observation_bucket(m: int) -> int:
@@ -268,7 +322,9 @@ class TGIFit:
     loglik : float or None
         Log-likelihood by importance sampling (None when ``n_is_draws = 0``).
     diagnostics : dict
-        Counts, shrinkage, flags and warnings raised.
+        Counts, shrinkage, flags and warnings raised; ``seconds`` (the whole fit) and ``phase_seconds``
+        (wall clock of ``arrays``, ``prepare``, ``saem``, ``posterior``, ``mode``,
+        ``importance_sampling``, ``tables``; compilation included where it was waited for).
     observations : DataFrame
         The rows the model was fitted to: ``lesion_id, day, volume_mm3`` (for a censored row, the upper
         bound of its interval), ``below_limit``, ``lower_limit_mm3`` (NaN for plain M3 and observed
@@ -581,12 +637,14 @@ def fit_tgi(
     _check_spec(spec)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
-    arrays, notes = build_arrays(data, spec)
     started = time.perf_counter()
+    arrays, notes = build_arrays(data, spec)
+    arrays_seconds = round(time.perf_counter() - started, 3)
     with jax.enable_x64(spec.precision == "float64"):
         result = _fit_arrays(spec, arrays, int(seed), progress)
     result["diagnostics"].update(notes)
     result["diagnostics"]["seconds"] = round(time.perf_counter() - started, 3)
+    result["diagnostics"]["phase_seconds"] = {"arrays": arrays_seconds, **result["diagnostics"]["phase_seconds"]}
     diag = result["diagnostics"]
     if diag["n_clipped_final"] > 0:
         warnings.warn(
@@ -599,9 +657,69 @@ def fit_tgi(
     return TGIFit(spec=spec, seed=int(seed), **result)
 
 
+class _Laps:
+    """Wall-clock seconds of the phases of a fit (``diagnostics["phase_seconds"]``)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 3)
+        self._last = now
+
+
+class _Precompiler:
+    """Compiles, in one background thread, the programs that run after SAEM (posterior sampling, the
+    conditional mode, importance sampling, the outlier count) while SAEM runs.
+
+    XLA's CPU code runs the SAEM iterations on one core; compiling the later programs meanwhile on another
+    takes their compilation (a third of a paper-scale fit) off the critical path. ``jit(...).lower(...)
+    .compile()`` fills the compilation cache that the later call of the same jitted function with the
+    same arguments uses, so the numbers do not change. Each program is awaited (:meth:`wait`) before its
+    call, so nothing is compiled twice; an error in the thread is raised there.
+    """
+
+    def __init__(self, x64: bool) -> None:
+        self._x64 = x64
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lesionatlas-tgi-compile")
+        self._futures: dict[str, Future[None]] = {}
+
+    def submit(self, name: str, fun: Any, *args: Any, **kwargs: Any) -> None:
+        def work() -> None:
+            with jax.enable_x64(self._x64):  # the setting is thread-local
+                fun.lower(*args, **kwargs).compile()
+
+        self._futures[name] = self._pool.submit(work)
+
+    def wait(self, name: str) -> None:
+        future = self._futures.pop(name, None)
+        if future is not None:
+            future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _fit_arrays(
     spec: TGIModel, arrays: LesionArrays, seed: int, progress: Callable[[int, int, dict[str, Any]], None] | None
 ) -> dict[str, Any]:
+    compiler = _Precompiler(spec.precision == "float64")
+    try:
+        return _fit_arrays_with(spec, arrays, seed, progress, compiler)
+    finally:
+        compiler.close()
+
+
+def _fit_arrays_with(
+    spec: TGIModel,
+    arrays: LesionArrays,
+    seed: int,
+    progress: Callable[[int, int, dict[str, Any]], None] | None,
+    compiler: _Precompiler,
+) -> dict[str, Any]:
+    lap = _Laps()
     dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
     data = arrays.to_data(dtype)
     n = arrays.n_lesions
@@ -618,18 +736,40 @@ def _fit_arrays(
     key = _stage_key(seed)
     k_saem, k_post, k_is = (jax.random.fold_in(key, i) for i in range(3))
     mu0 = jnp.asarray([math.log(spec.kg), math.log(spec.kd), math.log(spec.f / (1 - spec.f))], dtype)
-    state = saem.init(
+    state = saem.init_jit(
         k_saem,
         data,
         mu=mu0,
         omega=jnp.asarray([spec.omega_kg, spec.omega_kd, spec.omega_f], dtype),
         error=jnp.asarray([spec.a, spec.b], dtype),
         n_chains=n_chains,
-        n_explore=spec.n_explore,
+        n_explore=jnp.asarray(spec.n_explore, jnp.int32),
         config=config,
+    )
+    # what runs after SAEM, compiled meanwhile (the calls below pass the same arguments the same way)
+    n_pad = data.log_v0.shape[0]
+    phi_like = jnp.zeros((n_pad, saem.N_PHI), dtype)
+    cov_like = jnp.zeros((n_pad, saem.N_PHI, saem.N_PHI), dtype)
+    compiler.submit(
+        "posterior", saem.sample_posterior_jit, k_post, state, data, spec.n_posterior_iter, config,
+        fisher=spec.standard_errors,
+    )
+    compiler.submit(
+        "mode", saem.conditional_mode_jit, state.coef, state.omega2, state.error, data, phi_like, config,
+        n_steps=spec.n_mode_steps,
+    )
+    if spec.n_is_draws > 0:
+        compiler.submit(
+            "is", saem.importance_loglik_jit, k_is, state.coef, state.omega2, state.error, data, phi_like, cov_like,
+            spec.n_is_draws, config,
+        )
+    compiler.submit(
+        "clipped", _count_clipped, phi_like, data, state.error, error_model=spec.error_model,
+        max_relative_residual=spec.max_relative_residual,
     )
     total = spec.n_burn_in + spec.n_explore + spec.n_smooth
     chunk = spec.chunk_size
+    lap("prepare")
     infos: list[saem.SAEMInfo] = []
     done = 0
     explore_end = spec.n_burn_in + spec.n_explore
@@ -637,7 +777,7 @@ def _fit_arrays(
     while done < total:
         size = min(chunk, total - done)  # a shorter last chunk: same compiled scan, idle tail
         state, info = saem.run_jit(k_saem, state, data, chunk, config, jnp.asarray(size, jnp.int32))
-        infos.append(jax.tree_util.tree_map(lambda x, size=size: x[:size], info))
+        infos.append(jax.tree_util.tree_map(lambda x, size=size: np.asarray(x)[:size], info))
         done += size
         if spec.auto_stop and not stopped_early and len(infos) >= 2 and done < explore_end:
             if done - spec.n_burn_in >= spec.min_explore:
@@ -651,7 +791,11 @@ def _fit_arrays(
         if progress is not None:
             progress(min(done, total), total, {"iteration": done})
     trace = _trace_table(infos, spec.error_model)
+    lap("saem")
+    compiler.wait("posterior")
     post = saem.sample_posterior_jit(k_post, state, data, spec.n_posterior_iter, config, fisher=spec.standard_errors)
+    jax.block_until_ready(post)
+    lap("posterior")
     coef, omega2, error = np.asarray(state.coef), np.asarray(state.omega2), np.asarray(state.error)
     cov = None
     fisher_ok = True
@@ -668,19 +812,23 @@ def _fit_arrays(
         except np.linalg.LinAlgError:
             fisher_ok = False
     population = _population_table(coef[:1], omega2, error, cov, spec.error_model)
+    compiler.wait("mode")
     mode, grad_norm = saem.conditional_mode_jit(
         state.coef, state.omega2, state.error, data, post.phi_mean, config, n_steps=spec.n_mode_steps
     )
     mode = np.asarray(mode)[:n]
+    lap("mode")
     phi_mean = np.asarray(post.phi_mean)[:n]
     phi_sd = np.asarray(post.phi_sd)[:n]
     loglik = None
     if spec.n_is_draws > 0:
+        compiler.wait("is")
         ll, rel_se = saem.importance_loglik_jit(
-            k_is, state.coef, state.omega2, state.error, data, post.phi_mean, post.phi_sd, spec.n_is_draws, config
+            k_is, state.coef, state.omega2, state.error, data, post.phi_mean, post.phi_cov, spec.n_is_draws, config
         )
         loglik = float(np.sum(np.asarray(ll)[:n]))
         is_rel_se = float(np.sqrt(np.sum(np.asarray(rel_se)[:n] ** 2)))
+        lap("importance_sampling")
     pop_mean = (np.asarray(data.design) @ coef)[:n]
     eta_mode = mode - pop_mean
     eta_mean = phi_mean - pop_mean
@@ -712,8 +860,9 @@ def _fit_arrays(
             "eta_f": eta_mode[:, 2],
         }
     )
-    _, n_clipped = lesion_loglik(
-        jnp.asarray(_pad_rows(mode, data.t.shape[0]), dtype),
+    compiler.wait("clipped")
+    n_clipped = _count_clipped(
+        jnp.asarray(_pad_rows(mode, data.log_v0.shape[0]), dtype),
         data,
         state.error,
         error_model=spec.error_model,
@@ -732,9 +881,11 @@ def _fit_arrays(
         "shrinkage_mean_percent": dict(zip(PARAMETERS, (100 * shrink_mean).round(4).tolist())),
         "mode_max_gradient": float(np.max(np.asarray(grad_norm))),
         "is_relative_se": None if loglik is None else is_rel_se,
-        "lesion_bucket": int(data.t.shape[0]),
+        "lesion_bucket": int(data.log_v0.shape[0]),
         "observation_bucket": int(data.t.shape[1]),
+        "n_rows": int(data.t.shape[0]),
         "precision": spec.precision,
+        "phase_seconds": lap.seconds,
     }
     if not fisher_ok and spec.standard_errors:
         warnings.warn(
@@ -756,6 +907,7 @@ def _fit_arrays(
             ),
         }
     )
+    lap("tables")
     return {
         "observations": observations,
         "population": population,
@@ -768,10 +920,17 @@ def _fit_arrays(
     }
 
 
+@partial(jax.jit, static_argnames=("error_model", "max_relative_residual"))
+def _count_clipped(phi: jax.Array, data: TGIData, error: jax.Array, *, error_model: str,
+                   max_relative_residual: float) -> jax.Array:
+    """Observations of each lesion that hit the outlier guard at ``phi`` (one compiled call)."""
+    return lesion_loglik(phi, data, error, error_model=error_model, max_relative_residual=max_relative_residual)[1]
+
+
 def _pad_rows(values: np.ndarray, n_pad: int) -> np.ndarray:
     out = np.zeros((n_pad, values.shape[1]))
     out[: len(values)] = values
     return out
 
 
-__all__ = ["LesionArrays", "TGIFit", "build_arrays", "fit_tgi", "lesion_bucket", "observation_bucket"]
+__all__ = ["LesionArrays", "TGIFit", "build_arrays", "fit_tgi", "lesion_bucket", "observation_bucket", "row_width"]

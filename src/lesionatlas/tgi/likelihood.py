@@ -33,6 +33,15 @@ observations it clipped so the caller can warn.
 Predictions are also clipped to :math:`|\log V| \le \log(\text{max float}) - 5` so no overflow reaches
 the density.
 
+Layout and cost
+---------------
+The arrays are padded (:class:`TGIData`): a lesion's observations fill a row of ``W`` cells, longer
+series continue in extra rows, so the work follows the typical lesion rather than the longest. Data
+that have been through :func:`prepare_data` carry :math:`\log|y|` and an index of their censored cells,
+so the normal CDFs are evaluated on those cells only. Row sums are products with ones (:func:`row_sum`)
+and :math:`\log(1 + e^{-|d|})` uses :func:`lesionatlas.tgi.model.log1p_unit`: on CPU these were the
+costs that dominated a likelihood evaluation.
+
 References
 ----------
 Beal SL (2001). Ways to fit a PK model with some data below the quantification limit. J Pharmacokinet
@@ -45,10 +54,10 @@ from typing import Literal, NamedTuple
 
 import jax.numpy as jnp
 from jax import Array
-from jax.scipy.special import log_ndtr
+from jax.scipy.special import erfc
 from jax.typing import ArrayLike
 
-from .model import log_volume_phi
+from .model import cell_log_volume, lesion_terms, logaddexp
 
 ErrorModel = Literal["proportional", "constant", "combined"]
 ERROR_MODELS: tuple[str, ...] = ("proportional", "constant", "combined")
@@ -56,25 +65,47 @@ DEFAULT_MAX_RELATIVE_RESIDUAL = 3.0
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
+class CensoredCells(NamedTuple):
+    """Index of the censored cells of one kind (left-censored or interval-censored) of a :class:`TGIData`.
+
+    ``row``, ``col``: (K,) int, the cell; ``valid``: (K,) bool, False on the entries that only pad the index
+    to its bucket (:func:`cell_bucket`); those repeat a real entry of the same kind, so that every
+    computation on them is well defined, and are masked out of every sum.
+    """
+
+    row: Array
+    col: Array
+    valid: Array
+
+
 class TGIData(NamedTuple):
-    """Padded arrays of a set of lesions (``N`` lesions, up to ``M`` observations each).
+    """Padded arrays of a set of lesions (``N`` lesions; their observations in ``R >= N`` rows of ``W``).
+
+    Row ``i < N`` holds the first ``W`` observations of lesion ``i``; a lesion with more observations
+    continues in rows ``N, N + 1, ...`` whose lesions ``row_lesion`` gives (the shell folds a lesion's
+    observations this way so that the width follows the typical lesion, not the longest one; see
+    :func:`lesionatlas.tgi.fit.row_width`). Without ``row_lesion``, ``R = N`` and each lesion has one row.
 
     Attributes
     ----------
-    t : (N, M) days from treatment start.
-    y : (N, M) observed volume (mm3); for a censored row, the upper bound of its interval (the limit).
-    lower : (N, M) lower bound of a censored row's interval; ``-inf`` for plain left-censoring (M3).
-    censored : (N, M) bool, the row is censored.
-    obs_mask : (N, M) bool, the row is a real observation (False = padding).
+    t : (R, W) days from treatment start.
+    y : (R, W) observed volume (mm3); for a censored cell, the upper bound of its interval (the limit).
+    lower : (R, W) lower bound of a censored cell's interval; ``-inf`` for plain left-censoring (M3).
+    censored : (R, W) bool, the cell is censored.
+    obs_mask : (R, W) bool, the cell is a real observation (False = padding, and on every cell of a
+        padding lesion).
     log_v0, t0 : (N,) log baseline volume (log mm3) and baseline day.
     lesion_mask : (N,) bool, the lesion is real (False = padding).
     design : (N, P) covariate design matrix of the normal-scale means (first column 1).
-    cens_lesion, cens_obs : (K,) int, optional: lesion and observation index of every real censored
-        cell; ``cens_valid`` (K,) bool marks the real entries (the index is padded to a bucket, see
-        :func:`index_censored`). When the index is given, :func:`lesion_loglik` evaluates the censored
-        terms (normal CDFs, the expensive part) on these cells only instead of on every padded cell;
-        the numbers are the same. Leave them ``None`` for one lesion's data (under ``jax.vmap``) or for
+    row_lesion : (R - N,) int, optional: the lesion of each continuation row (padding rows: any lesion,
+        no observation).
+    log_abs_y : (R, W), optional: :math:`\\log |y|`, computed once (:func:`prepare_data`). When it is given
+        the data are *prepared*: :func:`lesion_loglik` then evaluates the censored terms (normal CDFs, the
+        expensive part) on the cells of ``left`` and ``interval`` only, instead of on every padded cell;
+        the numbers are the same. Leave it ``None`` for one lesion's data (under ``jax.vmap``) or for
         small problems.
+    left, interval : CensoredCells, optional: the left-censored (M3) and the interval-censored cells
+        of prepared data (``None`` when there are none of that kind).
     """
 
     t: Array
@@ -86,38 +117,108 @@ class TGIData(NamedTuple):
     t0: Array
     lesion_mask: Array
     design: Array
-    cens_lesion: Array | None = None
-    cens_obs: Array | None = None
-    cens_valid: Array | None = None
+    row_lesion: Array | None = None
+    log_abs_y: Array | None = None
+    left: CensoredCells | None = None
+    interval: CensoredCells | None = None
+
+    @property
+    def prepared(self) -> bool:
+        return self.log_abs_y is not None
 
 
 def cell_bucket(k: int) -> int:
-    """Padded length of the censored-cell index: a power of two, at least 1024 (few shapes, so data
-    sets of one shape bucket almost always share one compilation; the padding costs little)."""
+    """Padded length of a censored-cell index: a power of two from 1,024 to 8,192, then a multiple of
+    2,048 (few shapes, so data sets of one shape bucket almost always share one compilation; < 15%
+    padding above 8,192)."""
     size = 1024
-    while size < k:
+    while size < k and size < 8192:
         size *= 2
-    return size
+    return size if size >= k else -(-k // 2048) * 2048
 
 
-def index_censored(data: TGIData) -> TGIData:
-    """``data`` with the index of its real censored cells (host side; the arrays must be concrete).
+def prepare_data(data: TGIData) -> TGIData:
+    """``data`` with :math:`\\log |y|` and the index of its censored cells (host side; concrete arrays).
 
-    The index is padded to :func:`cell_bucket` entries (pointing at cell (0, 0), ``cens_valid`` False)
-    so that data sets of the same shape bucket mostly share one compilation.
+    Each index (left-censored, interval-censored) is padded to :func:`cell_bucket` entries that repeat
+    its first real entry with ``valid`` False; a kind with no cell gets ``None``.
     """
     import numpy as np
 
-    rows, cols = np.nonzero(np.asarray(data.censored) & np.asarray(data.obs_mask))
-    k = cell_bucket(len(rows))
-    lesion, col, valid = np.zeros(k, np.int32), np.zeros(k, np.int32), np.zeros(k, bool)
-    lesion[: len(rows)], col[: len(rows)], valid[: len(rows)] = rows, cols, True
-    return data._replace(cens_lesion=jnp.asarray(lesion), cens_obs=jnp.asarray(col), cens_valid=jnp.asarray(valid))
+    y = np.asarray(data.y)
+    cens = np.asarray(data.censored) & np.asarray(data.obs_mask)
+    finite_lower = np.isfinite(np.asarray(data.lower))
+    cells = {}
+    for name, mask in (("left", cens & ~finite_lower), ("interval", cens & finite_lower)):
+        rows, cols = np.nonzero(mask)
+        if len(rows) == 0:
+            cells[name] = None
+            continue
+        k = cell_bucket(len(rows))
+        row, col, valid = np.full(k, rows[0], np.int32), np.full(k, cols[0], np.int32), np.zeros(k, bool)
+        row[: len(rows)], col[: len(rows)], valid[: len(rows)] = rows, cols, True
+        cells[name] = CensoredCells(row=jnp.asarray(row), col=jnp.asarray(col), valid=jnp.asarray(valid))
+    with np.errstate(divide="ignore"):
+        log_abs_y = np.log(np.abs(y))
+    return data._replace(log_abs_y=jnp.asarray(log_abs_y, data.y.dtype), **cells)
 
 
 def strip_index(data: TGIData) -> TGIData:
-    """``data`` without the censored-cell index (for per-lesion code under ``jax.vmap``)."""
-    return data._replace(cens_lesion=None, cens_obs=None, cens_valid=None)
+    """``data`` without what :func:`prepare_data` added (for per-lesion code under ``jax.vmap``)."""
+    return data._replace(log_abs_y=None, left=None, interval=None)
+
+
+def row_sum(x: ArrayLike) -> Array:
+    """Sum over the last (observation) axis, as a product with a vector of ones.
+
+    XLA's CPU backend fuses the per-cell work that feeds a ``jnp.sum`` into the reduction loop, which it
+    does not vectorise: the likelihood ran five times slower than the same work without the sum. A
+    product with ones keeps that work in a vectorised elementwise loop (a dot is not fused with it).
+    """
+    x = jnp.asarray(x)
+    return jnp.matmul(x, jnp.ones(x.shape[-1], x.dtype))
+
+
+def to_rows(x: Array, data: TGIData) -> Array:
+    """Per-lesion values ``x`` (..., N) -> per-row values (..., R) (continuation rows take their lesion's)."""
+    if data.row_lesion is None:
+        return x
+    return jnp.concatenate([x, jnp.take(x, data.row_lesion, axis=-1)], axis=-1)
+
+
+def lesion_sum(x: Array, data: TGIData) -> Array:
+    """Per-row values ``x`` (..., R) -> per-lesion sums (..., N)."""
+    if data.row_lesion is None:
+        return x
+    n = data.log_v0.shape[-1]
+    return x[..., :n].at[..., data.row_lesion].add(x[..., n:])
+
+
+def log_ndtr(z: ArrayLike) -> Array:
+    r""":math:`\log \Phi(z)`, the M3 term, accurate in both tails (the method of
+    ``jax.scipy.special.log_ndtr``, with less work).
+
+    With :math:`a = \operatorname{erfc}(|z|/\sqrt 2)/2 = \Phi(-|z|)`: :math:`\log a` for
+    :math:`z_0 < z \le 0` and :math:`\operatorname{log1p}(-a)` for :math:`z > 0` (``erfc`` keeps its
+    relative accuracy in the tail, so nothing is lost as it would be with ``log(cdf)``); below
+    :math:`z_0` (-20 in float64, -10 in float32) the asymptotic series
+    :math:`-z^2/2 - \log(-z) - \tfrac12\log 2\pi + \log(1 - z^{-2} + 3 z^{-4} - 15 z^{-6})`, exactly as
+    JAX does. ``jax.scipy.special.log_ndtr`` evaluates ``erf``, ``erfc`` and both tails on every element
+    (``erf``/``erfc`` twice) and was a third of the likelihood's cost. The branches get safe inputs, so
+    gradients are finite everywhere.
+    """
+    z = jnp.asarray(z)
+    z0 = -20.0 if z.dtype == jnp.float64 else -10.0
+    middle = z > z0
+    z_mid = jnp.where(middle, z, 0.0)
+    upper = z_mid > 0
+    a = 0.5 * erfc(jnp.where(upper, z_mid, -z_mid) * (1.0 / math.sqrt(2.0)))  # Phi(-|z|), smooth through 0
+    mid = jnp.where(upper, jnp.log1p(-jnp.where(upper, a, 0.0)), jnp.log(jnp.where(upper, 1.0, a)))
+    z_low = jnp.where(middle, z0, z)
+    inv2 = 1.0 / (z_low * z_low)
+    series = 1.0 + inv2 * (-1.0 + inv2 * (3.0 + inv2 * -15.0))
+    low = -0.5 * z_low * z_low - jnp.log(-z_low) - _HALF_LOG_2PI + jnp.log(series)
+    return jnp.where(middle, mid, low)
 
 
 def log1mexp(x: ArrayLike) -> Array:
@@ -145,9 +246,11 @@ def _clip_log(log_v: Array) -> Array:
     return jnp.clip(log_v, -lim, lim)
 
 
-def _relative(x: Array, log_v: Array) -> Array:
+def _relative(x: Array, log_v: Array, log_abs_x: Array | None = None) -> Array:
     """``x / V`` computed as ``sign(x) exp(log|x| - log V)`` (no overflow, exact zeros)."""
-    return jnp.sign(x) * jnp.exp(jnp.log(jnp.abs(x)) - log_v)
+    if log_abs_x is None:
+        log_abs_x = jnp.log(jnp.abs(x))
+    return jnp.sign(x) * jnp.exp(log_abs_x - log_v)
 
 
 class ObservationTerms(NamedTuple):
@@ -163,43 +266,69 @@ class ObservationTerms(NamedTuple):
 def observation_terms(
     log_v: ArrayLike,
     y: ArrayLike,
-    lower: ArrayLike,
+    lower: ArrayLike | None,
     censored: ArrayLike,
     error: ArrayLike,
     *,
     error_model: ErrorModel = "proportional",
     max_relative_residual: float = DEFAULT_MAX_RELATIVE_RESIDUAL,
+    log_abs_y: ArrayLike | None = None,
 ) -> ObservationTerms:
-    """Standardized residuals and log SDs of observations given their predictions (broadcasting)."""
+    """Standardized residuals and log SDs of observations given their predictions (broadcasting).
+
+    ``lower=None`` means no lower bound anywhere (``z_lower`` is then ``-inf``, at no cost);
+    ``log_abs_y`` is :math:`\\log |y|` when already known.
+    """
     log_v = _clip_log(jnp.asarray(log_v))
-    y, lower = jnp.asarray(y, log_v.dtype), jnp.asarray(lower, log_v.dtype)
+    y = jnp.asarray(y, log_v.dtype)
     censored = jnp.asarray(censored, bool)
     error = jnp.asarray(error, log_v.dtype)
     a, b = error[0], error[1]
+    log_abs_y = jnp.log(jnp.abs(y)) if log_abs_y is None else jnp.asarray(log_abs_y, log_v.dtype)
     # outlier floor on the prediction of an uncensored, positive observation
-    y_pos = jnp.where(y > 0, y, 1.0)
-    floor = jnp.log(y_pos) - math.log1p(max_relative_residual)
+    floor = log_abs_y - math.log1p(max_relative_residual)
     apply = (~censored) & (y > 0) & (log_v < floor)
     log_v = jnp.where(apply, floor, log_v)
-    has_lower = censored & jnp.isfinite(lower)
-    lower_safe = jnp.where(has_lower, lower, 0.0)
+    if lower is not None:
+        lower = jnp.asarray(lower, log_v.dtype)
+        has_lower = censored & jnp.isfinite(lower)
+        lower_safe = jnp.where(has_lower, lower, 0.0)
     if error_model == "proportional":
         log_sd = jnp.log(b) + log_v
-        z = (_relative(y, log_v) - 1.0) / b
-        z_lower = (_relative(lower_safe, log_v) - 1.0) / b
+        z = (_relative(y, log_v, log_abs_y) - 1.0) / b
+        if lower is not None:
+            z_lower = (_relative(lower_safe, log_v) - 1.0) / b
     elif error_model in ("constant", "combined"):
         v = jnp.exp(log_v)
         if error_model == "constant":
             log_sd = jnp.broadcast_to(jnp.log(a), log_v.shape)
         else:
-            log_sd = jnp.logaddexp(jnp.log(a), jnp.log(b) + log_v)
+            log_sd = logaddexp(jnp.log(a), jnp.log(b) + log_v)
         sd = jnp.exp(log_sd)
         z = (y - v) / sd
-        z_lower = (lower_safe - v) / sd
+        if lower is not None:
+            z_lower = (lower_safe - v) / sd
     else:  # pragma: no cover - checked by the spec
         raise ValueError(f"error_model must be one of {ERROR_MODELS}, got {error_model!r}")
-    z_lower = jnp.where(has_lower, z_lower, -jnp.inf)
+    if lower is None:
+        z_lower = jnp.full(z.shape, -jnp.inf, z.dtype)
+    else:
+        z_lower = jnp.where(has_lower, z_lower, -jnp.inf)
     return ObservationTerms(log_v=log_v, log_sd=log_sd, z=z, z_lower=z_lower, clipped=apply)
+
+
+def _censored_loglik(terms: ObservationTerms, interval: bool | None) -> Array:
+    """Log-probability of censored cells from their terms: :math:`\\log \\Phi(z_u)` (M3) or
+    :math:`\\log(\\Phi(z_u) - \\Phi(z_l))` (interval); ``interval=None``: each cell by its ``z_lower``."""
+    if interval is False:
+        return log_ndtr(terms.z)
+    has_lower = jnp.isfinite(terms.z_lower)
+    z_lower_safe = jnp.where(has_lower, terms.z_lower, -1.0)
+    z_upper_safe = jnp.where(has_lower, terms.z, 0.0)
+    both = log_ndtr_diff(jnp.maximum(z_upper_safe, z_lower_safe), z_lower_safe)
+    if interval:
+        return both
+    return jnp.where(has_lower, both, log_ndtr(terms.z))
 
 
 def observation_loglik(
@@ -226,24 +355,105 @@ def observation_loglik(
         log_v, y, lower, censored, error, error_model=error_model, max_relative_residual=max_relative_residual
     )
     censored = jnp.asarray(censored, bool)
-    has_lower = jnp.isfinite(terms.z_lower)
-    z_lower_safe = jnp.where(has_lower, terms.z_lower, -1.0)
-    z_upper_safe = jnp.where(has_lower, terms.z, 0.0)
-    interval = log_ndtr_diff(jnp.maximum(z_upper_safe, z_lower_safe), z_lower_safe)
-    left = log_ndtr(terms.z)
     density = -_HALF_LOG_2PI - terms.log_sd - 0.5 * terms.z**2
-    ll = jnp.where(censored, jnp.where(has_lower, interval, left), density)
+    ll = jnp.where(censored, _censored_loglik(terms, None), density)
     ll = jnp.where(jnp.isnan(ll), -jnp.inf, ll)
     return ll, terms.clipped
 
 
 def predict_log_volume(phi: ArrayLike, data: TGIData) -> Array:
-    """Log volume at every (padded) observation: ``phi`` (..., N, 3) -> (..., N, M).
+    """Log volume at every (padded) cell: ``phi`` (..., N, 3) -> (..., R, W).
 
     Also works on one lesion's data (fields without the ``N`` axis, as under ``jax.vmap``).
     """
     phi = jnp.asarray(phi)
-    return log_volume_phi(data.t, phi[..., None, :], data.log_v0[..., None], data.t0[..., None])
+    return predict_components(phi[..., 0], phi[..., 1], phi[..., 2], data)
+
+
+def predict_components(log_kg: ArrayLike, log_kd: ArrayLike, logit_f: ArrayLike, data: TGIData) -> Array:
+    """:func:`predict_log_volume` from the three parameters given apart, each (..., N) (the SAEM core keeps
+    them parameter-major: XLA's CPU loops vectorise over the last axis, which a size-3 one wastes)."""
+    pieces = lesion_terms(log_kg, log_kd, logit_f, data.log_v0, data.t0)
+    kg, kd, log_f, log_1mf, base = (to_rows(x, data)[..., None] for x in pieces)
+    log_v0 = to_rows(jnp.asarray(data.log_v0), data)[..., None]
+    t0 = to_rows(jnp.asarray(data.t0), data)[..., None]
+    return cell_log_volume(data.t, kg, kd, log_f, log_1mf, log_v0, t0, base)
+
+
+def censored_cells(
+    log_v: Array,
+    data: TGIData,
+    error: ArrayLike,
+    *,
+    error_model: ErrorModel = "proportional",
+    max_relative_residual: float = DEFAULT_MAX_RELATIVE_RESIDUAL,
+) -> list[tuple[CensoredCells, bool, ObservationTerms]]:
+    """Terms of the censored cells of prepared data, one entry per kind present: ``(cells, interval,
+    terms)`` with ``terms`` of shape (..., K) (predictions ``log_v`` (..., R, W) gathered)."""
+    out = []
+    for cells, interval in ((data.left, False), (data.interval, True)):
+        if cells is None:
+            continue
+        i, j = cells.row, cells.col
+        terms = observation_terms(
+            log_v[..., i, j],
+            data.y[i, j],
+            data.lower[i, j] if interval else None,
+            jnp.ones(i.shape, bool),
+            error,
+            error_model=error_model,
+            max_relative_residual=max_relative_residual,
+        )
+        out.append((cells, interval, terms))
+    return out
+
+
+def loglik_from_prediction(
+    log_v: ArrayLike,
+    data: TGIData,
+    error: ArrayLike,
+    *,
+    error_model: ErrorModel = "proportional",
+    max_relative_residual: float = DEFAULT_MAX_RELATIVE_RESIDUAL,
+) -> tuple[Array, Array]:
+    """:func:`lesion_loglik` from the predictions ``log_v`` (..., R, W) of :func:`predict_log_volume`
+    (so that a caller that keeps them, as the SAEM chains do, need not predict again)."""
+    log_v = jnp.asarray(log_v)
+    if not data.prepared:
+        ll, clipped = observation_loglik(
+            log_v,
+            data.y,
+            data.lower,
+            data.censored,
+            error,
+            error_model=error_model,
+            max_relative_residual=max_relative_residual,
+        )
+        ll = jnp.where(data.obs_mask, ll, 0.0)
+        n_clipped = row_sum((clipped & data.obs_mask).astype(ll.dtype)).astype(jnp.int32)
+        return lesion_sum(row_sum(ll), data), lesion_sum(n_clipped, data)
+    # densities on every cell (censored cells masked out), the censored terms on their index only
+    terms = observation_terms(
+        log_v,
+        data.y,
+        None,
+        data.censored,
+        error,
+        error_model=error_model,
+        max_relative_residual=max_relative_residual,
+        log_abs_y=data.log_abs_y,
+    )
+    density = -_HALF_LOG_2PI - terms.log_sd - 0.5 * terms.z**2
+    density = jnp.where(jnp.isnan(density), -jnp.inf, density)
+    ll = row_sum(jnp.where(data.obs_mask & ~data.censored, density, 0.0))
+    n_clipped = row_sum((terms.clipped & data.obs_mask).astype(ll.dtype)).astype(jnp.int32)
+    for cells, interval, c_terms in censored_cells(
+        log_v, data, error, error_model=error_model, max_relative_residual=max_relative_residual
+    ):
+        ll_c = _censored_loglik(c_terms, interval)
+        ll_c = jnp.where(jnp.isnan(ll_c), -jnp.inf, ll_c)
+        ll = ll.at[..., cells.row].add(jnp.where(cells.valid, ll_c, 0.0))
+    return lesion_sum(ll, data), lesion_sum(n_clipped, data)
 
 
 def lesion_loglik(
@@ -270,61 +480,36 @@ def lesion_loglik(
     n_clipped : Array, shape (..., N)
         Observations of each lesion where the outlier floor was applied.
     """
-    log_v = predict_log_volume(phi, data)
-    if data.cens_lesion is None:
-        ll, clipped = observation_loglik(
-            log_v,
-            data.y,
-            data.lower,
-            data.censored,
-            error,
-            error_model=error_model,
-            max_relative_residual=max_relative_residual,
-        )
-        ll = jnp.where(data.obs_mask, ll, 0.0)
-        n_clipped = jnp.sum(clipped & data.obs_mask, axis=-1)
-        return jnp.sum(ll, axis=-1), n_clipped
-    # dense densities on every cell (censored cells masked out), the censored terms on their index only
-    terms = observation_terms(
-        log_v,
-        data.y,
-        data.lower,
-        data.censored,
+    return loglik_from_prediction(
+        predict_log_volume(phi, data),
+        data,
         error,
         error_model=error_model,
         max_relative_residual=max_relative_residual,
     )
-    density = -_HALF_LOG_2PI - terms.log_sd - 0.5 * terms.z**2
-    density = jnp.where(jnp.isnan(density), -jnp.inf, density)
-    ll = jnp.where(data.obs_mask & ~data.censored, density, 0.0)
-    n_clipped = jnp.sum(terms.clipped & data.obs_mask, axis=-1)
-    i, j = data.cens_lesion, data.cens_obs
-    ll_c, _ = observation_loglik(
-        log_v[..., i, j],
-        data.y[i, j],
-        data.lower[i, j],
-        jnp.ones(i.shape, bool),
-        error,
-        error_model=error_model,
-        max_relative_residual=max_relative_residual,
-    )
-    total = jnp.sum(ll, axis=-1).at[..., i].add(jnp.where(data.cens_valid, ll_c, 0.0))
-    return total, n_clipped
 
 
 __all__ = [
     "DEFAULT_MAX_RELATIVE_RESIDUAL",
     "ERROR_MODELS",
+    "CensoredCells",
     "ErrorModel",
     "ObservationTerms",
     "TGIData",
     "cell_bucket",
-    "index_censored",
+    "censored_cells",
     "lesion_loglik",
+    "lesion_sum",
     "log1mexp",
+    "log_ndtr",
     "log_ndtr_diff",
+    "loglik_from_prediction",
     "observation_loglik",
     "observation_terms",
+    "predict_components",
     "predict_log_volume",
+    "prepare_data",
+    "row_sum",
     "strip_index",
+    "to_rows",
 ]
