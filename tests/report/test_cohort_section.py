@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,20 +12,7 @@ from lesionatlas.data import ValidationReport
 from lesionatlas.report.document import Facts, Figure, Note, Table
 from lesionatlas.report.sections import cohort as section
 from lesionatlas.survival import km_medians
-
-
-class FakeRun:
-    """A run view with chosen stage statuses and results."""
-
-    def __init__(self, results: dict[str, Any], statuses: dict[str, tuple[str, str]]):
-        self.results, self.statuses = results, statuses
-
-    def __getitem__(self, name: str) -> Any:
-        status, reason = self.statuses.get(name, ("done", ""))
-        return SimpleNamespace(name=name, status=status, reason=reason, seconds=None, warnings=())
-
-    def load(self, name: str) -> Any:
-        return self.results.get(name) if self[name].status == "done" else None
+from fakes import FakeRun
 
 
 def _blocks(sec, kind):

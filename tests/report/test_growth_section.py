@@ -16,22 +16,9 @@ from lesionatlas.report.document import Facts, Figure, Note, Table
 from lesionatlas.report.sections import growth as section
 from lesionatlas.stats import cohens_d, format_p, lesion_parameter_statistics, mann_whitney
 from lesionatlas.tgi import TGIFit
+from fakes import FakeRun
 
 MONOLIX_ROWS = ["kg_pop", "kd_pop", "f_pop", "omega_kg", "omega_kd", "omega_f", "b"]
-
-
-class FakeRun:
-    """A run view with chosen stage statuses and results."""
-
-    def __init__(self, results: dict[str, Any], statuses: dict[str, tuple[str, str]]):
-        self.results, self.statuses = results, statuses
-
-    def __getitem__(self, name: str) -> Any:
-        status, reason = self.statuses.get(name, ("done", ""))
-        return SimpleNamespace(name=name, status=status, reason=reason, seconds=None, warnings=())
-
-    def load(self, name: str) -> Any:
-        return self.results.get(name) if self[name].status == "done" else None
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -16,20 +15,7 @@ from lesionatlas.data.organs import ORGAN_GROUPS, ORGAN_LABELS
 from lesionatlas.phenotypes import ORGAN_POSITIONS, PHENOTYPE_COLORS, classify_organs, plot_anatomy
 from lesionatlas.report.document import Facts, Figure, Note, Table, new_figure
 from lesionatlas.report.sections import hazards as section
-
-
-class FakeRun:
-    """A run view with chosen stage statuses and results."""
-
-    def __init__(self, results: dict[str, Any], statuses: dict[str, tuple[str, str]], config: Any = None):
-        self.results, self.statuses, self.config = results, statuses, config
-
-    def __getitem__(self, name: str) -> Any:
-        status, reason = self.statuses.get(name, ("done", ""))
-        return SimpleNamespace(name=name, status=status, reason=reason, seconds=None, warnings=())
-
-    def load(self, name: str) -> Any:
-        return self.results.get(name) if self[name].status == "done" else None
+from fakes import FakeRun
 
 
 @pytest.fixture(scope="module")
