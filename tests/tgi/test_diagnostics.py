@@ -13,7 +13,7 @@ from lesionatlas.errors import ConfigError, DataError
 from lesionatlas.tgi import TGIFit, TGIModel
 from lesionatlas.tgi.diagnostics import PLOTS, VPCData, residual_table, simulate_observations
 
-# the spec and shape bucket (512 x 8) of the quick fits in test_tgi_saem.py: JAX compiles once per worker
+# the spec and shape bucket (512 x 6) of the quick fits in test_tgi_saem.py: JAX compiles once per worker
 SPEC = TGIModel(baseline_observation="drop", n_explore=95, n_smooth=50, n_is_draws=0)
 
 

@@ -1,6 +1,6 @@
 """SAEM: planted-truth recovery, determinism, censoring, the outlier guard.
 
-All fits here share one shape bucket (512 lesions x 8 observations) and one SAEM configuration so that
+All fits here share one shape bucket (512 lesions x 6 observations) and one SAEM configuration so that
 JAX compiles each piece once per test session.
 """
 from __future__ import annotations

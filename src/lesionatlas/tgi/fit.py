@@ -8,7 +8,6 @@ import time
 import warnings
 import zlib
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -670,54 +669,8 @@ class _Laps:
         self._last = now
 
 
-class _Precompiler:
-    """Compiles, in one background thread, the programs that run after SAEM (posterior sampling, the
-    conditional mode, importance sampling, the outlier count) while SAEM runs.
-
-    XLA's CPU code runs the SAEM iterations on one core; compiling the later programs meanwhile on another
-    takes their compilation (a third of a paper-scale fit) off the critical path. ``jit(...).lower(...)
-    .compile()`` fills the compilation cache that the later call of the same jitted function with the
-    same arguments uses, so the numbers do not change. Each program is awaited (:meth:`wait`) before its
-    call, so nothing is compiled twice; an error in the thread is raised there.
-    """
-
-    def __init__(self, x64: bool) -> None:
-        self._x64 = x64
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="lesionatlas-tgi-compile")
-        self._futures: dict[str, Future[None]] = {}
-
-    def submit(self, name: str, fun: Any, *args: Any, **kwargs: Any) -> None:
-        def work() -> None:
-            with jax.enable_x64(self._x64):  # the setting is thread-local
-                fun.lower(*args, **kwargs).compile()
-
-        self._futures[name] = self._pool.submit(work)
-
-    def wait(self, name: str) -> None:
-        future = self._futures.pop(name, None)
-        if future is not None:
-            future.result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
-
-
 def _fit_arrays(
     spec: TGIModel, arrays: LesionArrays, seed: int, progress: Callable[[int, int, dict[str, Any]], None] | None
-) -> dict[str, Any]:
-    compiler = _Precompiler(spec.precision == "float64")
-    try:
-        return _fit_arrays_with(spec, arrays, seed, progress, compiler)
-    finally:
-        compiler.close()
-
-
-def _fit_arrays_with(
-    spec: TGIModel,
-    arrays: LesionArrays,
-    seed: int,
-    progress: Callable[[int, int, dict[str, Any]], None] | None,
-    compiler: _Precompiler,
 ) -> dict[str, Any]:
     lap = _Laps()
     dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
@@ -746,27 +699,6 @@ def _fit_arrays_with(
         n_explore=jnp.asarray(spec.n_explore, jnp.int32),
         config=config,
     )
-    # what runs after SAEM, compiled meanwhile (the calls below pass the same arguments the same way)
-    n_pad = data.log_v0.shape[0]
-    phi_like = jnp.zeros((n_pad, saem.N_PHI), dtype)
-    cov_like = jnp.zeros((n_pad, saem.N_PHI, saem.N_PHI), dtype)
-    compiler.submit(
-        "posterior", saem.sample_posterior_jit, k_post, state, data, spec.n_posterior_iter, config,
-        fisher=spec.standard_errors,
-    )
-    compiler.submit(
-        "mode", saem.conditional_mode_jit, state.coef, state.omega2, state.error, data, phi_like, config,
-        n_steps=spec.n_mode_steps,
-    )
-    if spec.n_is_draws > 0:
-        compiler.submit(
-            "is", saem.importance_loglik_jit, k_is, state.coef, state.omega2, state.error, data, phi_like, cov_like,
-            spec.n_is_draws, config,
-        )
-    compiler.submit(
-        "clipped", _count_clipped, phi_like, data, state.error, error_model=spec.error_model,
-        max_relative_residual=spec.max_relative_residual,
-    )
     total = spec.n_burn_in + spec.n_explore + spec.n_smooth
     chunk = spec.chunk_size
     lap("prepare")
@@ -792,7 +724,6 @@ def _fit_arrays_with(
             progress(min(done, total), total, {"iteration": done})
     trace = _trace_table(infos, spec.error_model)
     lap("saem")
-    compiler.wait("posterior")
     post = saem.sample_posterior_jit(k_post, state, data, spec.n_posterior_iter, config, fisher=spec.standard_errors)
     jax.block_until_ready(post)
     lap("posterior")
@@ -812,7 +743,6 @@ def _fit_arrays_with(
         except np.linalg.LinAlgError:
             fisher_ok = False
     population = _population_table(coef[:1], omega2, error, cov, spec.error_model)
-    compiler.wait("mode")
     mode, grad_norm = saem.conditional_mode_jit(
         state.coef, state.omega2, state.error, data, post.phi_mean, config, n_steps=spec.n_mode_steps
     )
@@ -822,7 +752,6 @@ def _fit_arrays_with(
     phi_sd = np.asarray(post.phi_sd)[:n]
     loglik = None
     if spec.n_is_draws > 0:
-        compiler.wait("is")
         ll, rel_se = saem.importance_loglik_jit(
             k_is, state.coef, state.omega2, state.error, data, post.phi_mean, post.phi_cov, spec.n_is_draws, config
         )
@@ -860,7 +789,6 @@ def _fit_arrays_with(
             "eta_f": eta_mode[:, 2],
         }
     )
-    compiler.wait("clipped")
     n_clipped = _count_clipped(
         jnp.asarray(_pad_rows(mode, data.log_v0.shape[0]), dtype),
         data,
