@@ -46,11 +46,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-scans", type=int, default=5)
     parser.add_argument("--n-smooth", type=int, default=None, help="SAEM smoothing iterations (default: the model's)")
     parser.add_argument("--n-chains", type=int, default=None, help="chains per lesion (default: the model's)")
+    parser.add_argument("--n-independent-kernel", type=int, default=None,
+                        help="moves of the independence sampler per iteration (default: the model's)")
     args = parser.parse_args(argv)
 
     from lesionatlas.tgi import TGIModel
 
-    options = {k: v for k, v in (("n_smooth", args.n_smooth), ("n_chains", args.n_chains)) if v is not None}
+    options = {k: v for k, v in (("n_smooth", args.n_smooth), ("n_chains", args.n_chains),
+                                 ("n_independent_kernel", args.n_independent_kernel)) if v is not None}
     spec = TGIModel(baseline_observation="drop", n_is_draws=0, **options)
     rows = []
     started = time.perf_counter()

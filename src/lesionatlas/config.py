@@ -148,6 +148,7 @@ class TGIConfig:
     n_prior_kernel: int = 2
     n_component_kernel: int = 2
     n_joint_kernel: int = 2
+    n_independent_kernel: int = 0
     annealing_factor: float = 0.95
     max_relative_residual: float = 3.0
     n_posterior_iter: int = 200

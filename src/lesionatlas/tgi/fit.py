@@ -62,8 +62,8 @@ def _check_spec(spec: TGIModel) -> None:
         raise ConfigError(f"TGIModel.annealing_factor must be in (0, 1], got {spec.annealing_factor!r}")
     for name in ("n_explore", "n_smooth", "chunk_size", "n_posterior_iter"):
         positive(name, integer=True)
-    for name in ("n_burn_in", "n_prior_kernel", "n_component_kernel", "n_joint_kernel", "n_is_draws",
-                 "n_mode_steps", "min_explore"):
+    for name in ("n_burn_in", "n_prior_kernel", "n_component_kernel", "n_joint_kernel", "n_independent_kernel",
+                 "n_is_draws", "n_mode_steps", "min_explore"):
         positive(name, integer=True, zero=True)
     if spec.n_chains != "auto":
         positive("n_chains", integer=True)
@@ -317,7 +317,7 @@ class TGIFit:
         (``sd_log_kg, sd_log_kd, sd_logit_f``) and the random effects of the mode (``eta_kg, eta_kd, eta_f``).
     trace : DataFrame
         SAEM trajectories: ``iteration, gamma, kg_pop, ..., b, acceptance_prior, acceptance_component,
-        acceptance_joint, n_clipped, complete_loglik``.
+        acceptance_joint, acceptance_independent, n_clipped, complete_loglik``.
     loglik : float or None
         Log-likelihood by importance sampling (None when ``n_is_draws = 0``).
     diagnostics : dict
@@ -605,6 +605,7 @@ def _trace_table(infos: list[saem.SAEMInfo], error_model: str) -> pd.DataFrame:
     cols["acceptance_prior"] = info.acceptance[:, 0]
     cols["acceptance_component"] = info.acceptance[:, 1]
     cols["acceptance_joint"] = info.acceptance[:, 2]
+    cols["acceptance_independent"] = info.acceptance[:, 3]
     cols["n_clipped"] = info.n_clipped.astype(int)
     cols["complete_loglik"] = info.complete_loglik
     return pd.DataFrame(cols)
@@ -684,6 +685,7 @@ def _fit_arrays(
         n_prior_kernel=spec.n_prior_kernel,
         n_component_kernel=spec.n_component_kernel,
         n_joint_kernel=spec.n_joint_kernel,
+        n_independent_kernel=spec.n_independent_kernel,
         annealing_factor=float(spec.annealing_factor),
     )
     key = _stage_key(seed)

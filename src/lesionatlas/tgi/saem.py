@@ -93,6 +93,15 @@ class SAEMConfig(NamedTuple):
     annealing_factor : lower bound of the per-iteration variance ratio in the exploratory phase.
     step_exponent : :math:`\\alpha` of the smoothing step :math:`(k - K)^{-\\alpha}`.
     n_newton_error : Newton steps of the combined-error M-step.
+    n_independent_kernel : moves of the fourth kernel, an independence sampler whose proposal is a
+        Student-t (``proposal_df`` degrees of freedom) centred on each lesion's running mean with its
+        running covariance (exponentially weighted over the last ~``proposal_window`` iterations of the
+        chain, ``SAEMState.prop_mean/prop_cov``; frozen in :func:`sample_posterior`, so the draws at the
+        estimate are exact MH). It follows the correlation of Kg, Kd and F within a lesion, which the
+        random walks (scaled by the population's omegas) do not: the lag-1 autocorrelation of a
+        lesion's log Kg fell from 0.72 to ~0.3 (``benchmarks/README.md``). Monolix and saemix have a
+        kernel of this kind (proposal from the Laplace approximation at the conditional mode). Off by
+        default (0): see ``TGIModel.n_independent_kernel``.
     """
 
     error_model: ErrorModel = "proportional"
@@ -106,6 +115,9 @@ class SAEMConfig(NamedTuple):
     annealing_factor: float = 0.95
     step_exponent: float = 1.0
     n_newton_error: int = 8
+    n_independent_kernel: int = 0
+    proposal_window: int = 50
+    proposal_df: float = 5.0
 
 
 class SufficientStats(NamedTuple):
@@ -128,6 +140,8 @@ class SAEMState(NamedTuple):
     omega2: Array  # (3,) variances of the random effects
     error: Array  # (2,) (a, b)
     stats: SufficientStats
+    prop_mean: Array  # (3, N) running mean of each lesion's parameters (independence-sampler proposal)
+    prop_cov: Array  # (6, N) running covariance, entries _PAIRS (independence-sampler proposal)
     rw_scale: Array  # (3,) component-wise random-walk scale (in units of omega)
     joint_scale: Array  # () joint random-walk scale (in units of omega)
     coef_mask: Array  # (P, 3) bool, free coefficients (row 0 always free)
@@ -141,7 +155,7 @@ class SAEMInfo(NamedTuple):
     coef: Array
     omega2: Array
     error: Array
-    acceptance: Array  # (3,) prior, component-wise (mean), joint
+    acceptance: Array  # (4,) prior, component-wise (mean), joint, independent
     n_clipped: Array  # observations hitting the outlier guard (summed over chains)
     complete_loglik: Array  # sum_i log p(y_i, phi_i) averaged over chains (for trajectories)
 
@@ -281,6 +295,8 @@ def init(
         omega2=omega2,
         error=error,
         stats=_stats_from_params(coef, omega2, error, data, config),
+        prop_mean=mean_t,
+        prop_cov=jnp.stack([jnp.full(mean_t.shape[-1], omega2[k] if k == j else 0.0, dtype) for k, j in _PAIRS]),
         rw_scale=jnp.full((N_PHI,), 0.4, dtype),
         joint_scale=jnp.asarray(0.3, dtype),
         coef_mask=coef_mask,
@@ -302,13 +318,42 @@ class _Chain(NamedTuple):
 
 
 def _move_schedule(config: SAEMConfig) -> tuple[tuple[int, ...], tuple[int, ...]]:
-    """Kind (0 prior, 1 component-wise, 2 joint) and component of every MH move of one iteration, in
-    order: the prior kernel, then ``n_component_kernel`` sweeps over the 3 parameters, then the joint."""
-    kinds = (0,) * config.n_prior_kernel + (1,) * (N_PHI * config.n_component_kernel) + (2,) * config.n_joint_kernel
+    """Kind (0 prior, 1 component-wise, 2 joint, 3 independent) and component of every MH move of one
+    iteration, in order: the prior kernel, then ``n_component_kernel`` sweeps over the 3 parameters,
+    then the joint, then the independence sampler."""
+    kinds = (
+        (0,) * config.n_prior_kernel
+        + (1,) * (N_PHI * config.n_component_kernel)
+        + (2,) * config.n_joint_kernel
+        + (3,) * config.n_independent_kernel
+    )
     comps = (
-        (0,) * config.n_prior_kernel + tuple(range(N_PHI)) * config.n_component_kernel + (0,) * config.n_joint_kernel
+        (0,) * config.n_prior_kernel
+        + tuple(range(N_PHI)) * config.n_component_kernel
+        + (0,) * (config.n_joint_kernel + config.n_independent_kernel)
     )
     return kinds, comps
+
+
+def _cov_matrix(pairs: Array, jitter: Array) -> Array:
+    """(N, 3, 3) covariance matrices from their ``_PAIRS`` entries (6, N), ``jitter`` (3,) added to the
+    diagonal."""
+    n = pairs.shape[-1]
+    cov = jnp.zeros((n, N_PHI, N_PHI), pairs.dtype)
+    for m, (k, j) in enumerate(_PAIRS):
+        c = pairs[m] + (jitter[k] if k == j else 0.0)
+        cov = cov.at[:, k, j].set(c).at[:, j, k].set(c)
+    return cov
+
+
+def _t_log_kernel(x_t: Array, mean_t: Array, factor: list[list[Array | None]], df: float) -> Array:
+    """Log density (up to a constant) of the 3-D Student-t with location ``mean_t`` (3, N) and lower
+    Cholesky factor ``factor`` (entries (N,), :func:`_proposal_factor`) at ``x_t`` (3, ..., N)."""
+    d = [x_t[k] - mean_t[k] for k in range(N_PHI)]
+    u0 = d[0] / factor[0][0]
+    u1 = (d[1] - factor[1][0] * u0) / factor[1][1]
+    u2 = (d[2] - factor[2][0] * u0 - factor[2][1] * u1) / factor[2][2]
+    return -0.5 * (df + N_PHI) * jnp.log1p((u0 * u0 + u1 * u1 + u2 * u2) / df)
 
 
 def _kernels(
@@ -321,8 +366,11 @@ def _kernels(
     rw_scale: Array,
     joint_scale: Array,
     config: SAEMConfig,
+    prop_mean: Array | None = None,
+    prop_cov: Array | None = None,
 ) -> tuple[_Chain, Array]:
-    """All MH moves of one iteration; returns the chain and acceptance rates (prior, 3 component, joint).
+    """All MH moves of one iteration; returns the chain and acceptance rates (prior, 3 component, joint,
+    independent).
 
     ``mean_t`` (3, N) are the typical values, parameter-major. Every move is ``proposal = base + scale *
     noise``: the prior kernel draws from the population distribution (``base`` = the typical values,
@@ -340,10 +388,17 @@ def _kernels(
     n_moves = len(kinds)
     nan = jnp.asarray(jnp.nan, dtype)
     if n_moves == 0:
-        return chain, jnp.full((N_PHI + 2,), nan)
-    scales = jnp.stack([omega, rw_scale * omega, joint_scale * omega])[:, :, None, None]  # (kind, 3, 1, 1)
+        return chain, jnp.full((N_PHI + 3,), nan)
+    ones = jnp.ones_like(omega)
+    scales = jnp.stack([omega, rw_scale * omega, joint_scale * omega, ones])[:, :, None, None]  # (kind, 3, 1, 1)
     which = jnp.arange(N_PHI)[:, None, None]
     prior_base = jnp.broadcast_to(mean_t[:, None, :], chain.phi.shape)
+    use_indep = config.n_independent_kernel > 0
+    if use_indep:
+        if prop_mean is None or prop_cov is None:
+            raise ValueError("the independence sampler needs prop_mean and prop_cov")
+        factor = _proposal_factor(_cov_matrix(prop_cov, 1e-3 * omega2))
+        df = float(config.proposal_df)
 
     def full_noise(k: Array, j: Array) -> Array:
         del j
@@ -353,18 +408,38 @@ def _kernels(
         z = jax.random.normal(k, chain.phi.shape[1:], _DRAW).astype(dtype)
         return jnp.where(which == j, z[None], 0.0)
 
+    def independent(k: Array, noise: Array, phi: Array) -> tuple[Array, Array]:
+        """Student-t proposal around the lesion's running mean, and log q(current) - log q(proposal)."""
+        u = noise * jnp.sqrt(df / jnp.maximum(_chi2(k, df, noise.shape[1:], dtype), 1e-30))[None]
+        prop = jnp.stack(
+            [prop_mean[r][None] + sum(factor[r][q][None] * u[q] for q in range(r + 1)) for r in range(N_PHI)]
+        )
+        return prop, _t_log_kernel(phi, prop_mean, factor, df) - _t_log_kernel(prop, prop_mean, factor, df)
+
+    def random_walk(k: Array, noise: Array, phi: Array) -> tuple[Array, Array]:
+        del k, phi
+        return jnp.zeros_like(noise), jnp.zeros(noise.shape[1:], dtype)
+
     def body(c: _Chain, xs: tuple[Array, Array, Array]) -> tuple[_Chain, Array]:
         k, kind, j = xs
-        k_prop, k_acc = jax.random.split(k)
+        if use_indep:
+            k_prop, k_acc, k_t = jax.random.split(k, 3)
+        else:  # the random streams of Monolix's three kernels as they were before the fourth existed
+            k_prop, k_acc = jax.random.split(k)
         noise = jax.lax.cond(kind == 1, one_noise, full_noise, k_prop, j)
         is_prior = kind == 0
         prop = jnp.where(is_prior, prior_base, c.phi) + scales[kind] * noise
+        log_q = jnp.zeros(c.loglik.shape, dtype)
+        if use_indep:
+            is_indep = kind == 3
+            indep, log_q = jax.lax.cond(is_indep, independent, random_walk, k_t, noise, c.phi)
+            prop = jnp.where(is_indep, indep, prop)
         log_v = _predict_t(prop, data)
         ll_new, _ = _loglik_at(log_v, data, error, config)
         log_ratio_prior = jnp.where(
             is_prior, 0.0, _log_prior_t(prop, mean_t, omega2) - _log_prior_t(c.phi, mean_t, omega2)
         )
-        acc = _mh_accept(k_acc, ll_new - c.loglik + log_ratio_prior)
+        acc = _mh_accept(k_acc, ll_new - c.loglik + log_ratio_prior + log_q)
         new = _Chain(
             jnp.where(acc, prop, c.phi),
             jnp.where(acc, ll_new, c.loglik),
@@ -382,8 +457,18 @@ def _kernels(
         [mean_of([m for m, kd in enumerate(kinds) if kd == 0])]
         + [mean_of([m for m, (kd, cp) in enumerate(zip(kinds, comps)) if kd == 1 and cp == j]) for j in range(N_PHI)]
         + [mean_of([m for m, kd in enumerate(kinds) if kd == 2])]
+        + [mean_of([m for m, kd in enumerate(kinds) if kd == 3])]
     )
     return chain, rates
+
+
+def _update_proposal(prop_mean: Array, prop_cov: Array, phi_t: Array, rho: Array) -> tuple[Array, Array]:
+    """Exponentially weighted running mean and covariance (``_PAIRS`` entries) of each lesion's
+    parameters, from the chains' current values ``phi_t`` (3, C, N) with weight ``rho``."""
+    d = phi_t - prop_mean[:, None, :]
+    mean = prop_mean + rho * jnp.mean(d, axis=1)
+    second = jnp.stack([jnp.mean(d[k] * d[j], axis=0) for k, j in _PAIRS])
+    return mean, (1.0 - rho) * (prop_cov + rho * second)
 
 
 # ----------------------------------------------------------------------------- M-step pieces
@@ -484,7 +569,11 @@ def step(key: Array, state: SAEMState, data: TGIData, config: SAEMConfig = SAEMC
         state.rw_scale,
         state.joint_scale,
         config,
+        state.prop_mean,
+        state.prop_cov,
     )
+    rho = jnp.maximum(1.0 / (k + 1.0), 1.0 / config.proposal_window).astype(dtype)
+    prop_mean, prop_cov = _update_proposal(state.prop_mean, state.prop_cov, chain.phi, rho)
     # adaptation of the random-walk scales (burn-in and exploratory phase only)
     adapt = 1.0 + config.adapt_rate * (rates - config.target_acceptance)
     adapt = jnp.where(exploring & jnp.isfinite(adapt), adapt, 1.0)
@@ -531,6 +620,8 @@ def step(key: Array, state: SAEMState, data: TGIData, config: SAEMConfig = SAEMC
         omega2=omega2,
         error=error,
         stats=stats,
+        prop_mean=prop_mean,
+        prop_cov=prop_cov,
         rw_scale=rw_scale,
         joint_scale=joint_scale,
         coef_mask=state.coef_mask,
@@ -573,7 +664,7 @@ def run(
             coef=s.coef,
             omega2=s.omega2,
             error=s.error,
-            acceptance=jnp.full((3,), jnp.nan, s.omega2.dtype),
+            acceptance=jnp.full((4,), jnp.nan, s.omega2.dtype),
             n_clipped=jnp.zeros((), jnp.int32),
             complete_loglik=zero * jnp.nan,
         )
@@ -735,6 +826,8 @@ def sample_posterior(
             state.rw_scale,
             state.joint_scale,
             config,
+            state.prop_mean,
+            state.prop_cov,
         )
         s1 = s1 + jnp.mean(chain.phi, axis=1)
         s2 = s2 + jnp.stack([jnp.mean(chain.phi[k] * chain.phi[j], axis=0) for k, j in _PAIRS])
