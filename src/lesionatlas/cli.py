@@ -400,6 +400,7 @@ def fit_tgi_command(
     evaluator: EvaluatorOpt = None,
     sdtm_suffix: SuffixOpt = None,
     iterations: Annotated[Optional[str], typer.Option("--iterations", help="SAEM iterations K1,K2: exploratory and smoothing phases (default 300,200).")] = None,
+    covariate: Annotated[Optional[list[str]], typer.Option("--covariate", help="A covariate of an individual parameter, PARAM=NAME[,NAME...] (PARAM kg, kd or f; NAME a column of the lesions or patients table, or log_v0); repeatable, e.g. --covariate kg=organ,log_v0.")] = None,
 ) -> None:
     """Fit the tumor growth model (SAEM) to the target lesions; write estimates and diagnostic plots."""
     import dataclasses
@@ -420,6 +421,15 @@ def fit_tgi_command(
                 code="bad-option",
             ) from None
         spec = dataclasses.replace(spec, n_explore=n_explore, n_smooth=n_smooth)
+    if covariate:
+        pairs = []
+        for item in covariate:
+            param, sep, names = item.partition("=")
+            if not sep or not param.strip() or not names.strip():
+                raise ConfigError(f"--covariate must be PARAM=NAME[,NAME...], e.g. kg=organ; got {item!r}",
+                                  code="bad-option")
+            pairs += [f"{param.strip()}:{name.strip()}" for name in names.split(",") if name.strip()]
+        spec = dataclasses.replace(spec, covariates=tuple(pairs))
     err = _console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -130,6 +130,7 @@ class TGIConfig:
     error_model: str = "proportional"
     censoring: str = "m3"
     baseline_observation: str = "keep"
+    covariates: tuple[str, ...] = ()
     kg: float = 0.01
     kd: float = 0.01
     f: float = 0.1
@@ -418,6 +419,13 @@ def _check(section: str, key: str, value: Any, default: Any) -> Any:
         if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
         raise bad('"auto" (the disease preset\'s) or a list of column names')
+    if (section, key) == ("tgi", "covariates"):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise bad('a list of "param:name" texts, e.g. ["kg:organ", "kg:log_v0"]')
+        try:
+            return canonical_covariates(value)
+        except ConfigError as exc:
+            raise ConfigError(f"{name}: {exc.message.split(': ', 1)[1]}", code="config-value") from None
     if (section, key) == ("report", "dpi"):
         if isinstance(value, int) and not isinstance(value, bool) and 30 <= value <= 600:
             return value
@@ -465,6 +473,42 @@ def _check(section: str, key: str, value: Any, default: Any) -> Any:
     return value
 
 
+_COVARIATE_PARAMETERS = ("kg", "kd", "f")
+
+
+def canonical_covariates(value: Any) -> tuple[str, ...]:
+    """``{"kg": ["organ"]}`` or ``["kg:organ"]`` as sorted ``"param:name"`` texts (parameters in model
+    order, names in the order first given). Raises ``ConfigError`` on an unknown parameter."""
+    if isinstance(value, str):
+        value = [value]
+    pairs: list[tuple[str, str]] = []
+    if isinstance(value, Mapping):
+        for param, names in value.items():
+            names = [names] if isinstance(names, str) else list(names)
+            pairs += [(str(param), str(name)) for name in names]
+    else:
+        for item in value:
+            param, sep, name = str(item).partition(":")
+            if not sep or not param.strip() or not name.strip():
+                raise ConfigError(
+                    f"TGIModel.covariates: {item!r} is not 'param:name' (e.g. 'kg:organ')", code="config-value"
+                )
+            pairs.append((param.strip(), name.strip()))
+    out: list[str] = []
+    for param in _COVARIATE_PARAMETERS:
+        for p, n in pairs:
+            if p == param and f"{p}:{n}" not in out:
+                out.append(f"{p}:{n}")
+    odd = sorted({p for p, _ in pairs if p not in _COVARIATE_PARAMETERS})
+    if odd:
+        raise ConfigError(
+            f"TGIModel.covariates: unknown parameter(s) {', '.join(odd)}; covariates go on kg, kd or f",
+            code="config-value",
+        )
+    return tuple(out)
+
+
+
 def _toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -483,6 +527,6 @@ def _toml_value(value: Any) -> str:
 __all__ = [
     "CHOICES", "Config", "CohortConfig", "DEFAULT_AXIS_RATIO", "DEFAULT_LIMIT_MM3", "DISEASES",
     "DISEASE_CANDIDATES", "DISEASE_NAMING_ORGAN", "DISEASE_REFERENCE_ORGAN", "EventsConfig", "ReportConfig", "HazardsConfig", "PatternsConfig", "PhenotypesConfig",
-    "PredictorConfig", "RunConfig", "SECTIONS", "SelectionConfig", "SurvivalConfig", "TGIConfig",
+    "PredictorConfig", "RunConfig", "canonical_covariates", "SECTIONS", "SelectionConfig", "SurvivalConfig", "TGIConfig",
     "defaults_path", "load_config", "section_dict",
 ]

@@ -126,3 +126,21 @@ def to_data(sim: Simulated, *, n_pad: int | None = None, drop_censored: bool = F
         lesion_mask=jnp.asarray(pad(np.ones(n, bool), False)),
         design=jnp.asarray(pad(np.ones((n, 1)), 0.0)),
     )
+
+
+def two_organ_tables(n_per_organ: int = 300, *, seed: int = 0, log_ratio_kg: float = float(np.log(2.0))):
+    """patients, lesions, measurements of liver and lung lesions whose typical Kg differ by the factor
+    ``exp(log_ratio_kg)`` (lung faster), the rest as :data:`TRUTH`; lesions carry ``organ``, patients
+    ``treatment_group`` (the same split)."""
+    parts = []
+    for g, organ in enumerate(("liver", "lung")):
+        truth = {**TRUTH, "kg": TRUTH["kg"] * float(np.exp(g * log_ratio_kg))}
+        patients, lesions, measurements = simulate(n_per_organ, seed=seed * 10 + g, truth=truth).tables()
+        for frame in (patients, lesions, measurements):
+            for col in ("lesion_id", "patient_id"):
+                if col in frame:
+                    frame[col] = organ + "-" + frame[col]
+        lesions["organ"] = organ
+        patients["treatment_group"] = "A" if g == 0 else "B"
+        parts.append((patients, lesions, measurements))
+    return tuple(pd.concat([p[i] for p in parts], ignore_index=True) for i in range(3))

@@ -128,7 +128,7 @@ class _Design:
     upper_limit: np.ndarray  # a row's censoring limit: its own bound when censored, else the fit's limit
     log_v0: np.ndarray
     t0: np.ndarray
-    mu: np.ndarray
+    mu: np.ndarray  # (lesions, 3) typical normal-scale parameters of each lesion (given its covariates)
     omega: np.ndarray
     a: float
     b: float
@@ -155,7 +155,6 @@ def _design(fit: TGIFit) -> _Design:
     censored = obs["below_limit"].to_numpy(bool)
     lower = obs["lower_limit_mm3"].to_numpy(float)
     lower = np.where(np.isnan(lower), -np.inf, lower)
-    f_pop = float(pop["f_pop"])
     design = _Design(
         lesion=lesion,
         t=obs["day"].to_numpy(float),
@@ -165,7 +164,7 @@ def _design(fit: TGIFit) -> _Design:
         upper_limit=np.where(censored, y, limit),
         log_v0=np.log(ind["v0_mm3"].to_numpy(float))[lesion],
         t0=ind["t0_day"].to_numpy(float)[lesion],
-        mu=np.array([math.log(pop["kg_pop"]), math.log(pop["kd_pop"]), math.log(f_pop / (1 - f_pop))]),
+        mu=fit.typical_phi(),
         omega=np.array([pop["omega_kg"], pop["omega_kd"], pop["omega_f"]], float),
         a=float(pop.get("a", 0.0)),
         b=float(pop.get("b", 0.0)),
@@ -293,7 +292,8 @@ def residual_table(fit: TGIFit, *, n_simulations: int = 200, seed: int = 0) -> p
     ind = fit.individual
     phi = np.stack([np.log(ind["kg"]), np.log(ind["kd"]), np.log(ind["f"] / (1 - ind["f"]))], axis=1)[d.lesion]
     ipred = np.exp(_log_volume(d.t, phi[:, 0], phi[:, 1], phi[:, 2], d.log_v0, d.t0))
-    pred = np.exp(_log_volume(d.t, d.mu[0], d.mu[1], d.mu[2], d.log_v0, d.t0))
+    mu = d.mu[d.lesion]
+    pred = np.exp(_log_volume(d.t, mu[:, 0], mu[:, 1], mu[:, 2], d.log_v0, d.t0))
     imputed, iwres = _imputed_iwres(d, ipred, _rng(fit, seed, "iwres"))
     sims = simulate_observations(fit, n_simulations=n_simulations, seed=seed)
     npd, npde, _ = _npde(d, sims, _rng(fit, seed, "npde"))
@@ -626,7 +626,8 @@ def plot_individual_fits(fit: TGIFit, *, n: int = 12, seed: int = 0, lesion_ids:
     fig, axes = _new_figure(len(ids))
     for ax, lesion in zip(axes, ids):
         rows = table[table["lesion_id"] == lesion]
-        row = ind[ind["lesion_id"] == lesion].iloc[0]
+        at = int(np.flatnonzero(ind["lesion_id"].to_numpy() == lesion)[0])
+        row = ind.iloc[at]
         start = min(float(row["t0_day"]), float(rows["day"].min()) if len(rows) else 0.0)
         stop = max(float(rows["day"].max()) if len(rows) else 1.0, start + 1.0)
         grid = np.linspace(start, stop, 120)
@@ -634,7 +635,7 @@ def plot_individual_fits(fit: TGIFit, *, n: int = 12, seed: int = 0, lesion_ids:
         logit_f = math.log(float(row["f"]) / (1 - float(row["f"])))
         curves = {
             "mode": np.exp(_log_volume(grid, math.log(row["kg"]), math.log(row["kd"]), logit_f, log_v0, t0)),
-            "population": np.exp(_log_volume(grid, d.mu[0], d.mu[1], d.mu[2], log_v0, t0)),
+            "population": np.exp(_log_volume(grid, *d.mu[at], log_v0, t0)),
         }
         ax.plot(grid, curves["mode"], color="tab:blue", lw=1.5, label="individual")
         ax.plot(grid, curves["population"], color="black", ls="--", lw=1, label="population")

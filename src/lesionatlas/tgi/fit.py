@@ -22,6 +22,7 @@ from ..config import DEFAULT_LIMIT_MM3
 from ..errors import ConfigError, ConvergenceWarning, DataError, ExclusionWarning
 from ..io import atomic_dir, write_json, write_table
 from . import saem
+from .covariates import CovariateDesign, build_design
 from .likelihood import ERROR_MODELS, TGIData, lesion_loglik, prepare_data
 from .model import PARAMETERS, log_volume_phi
 from .spec import TGIModel
@@ -90,13 +91,14 @@ class LesionArrays:
     def n_obs(self) -> int:
         return int(self.obs_mask[: self.n_lesions].sum())
 
-    def to_data(self, dtype: Any, *, width: int | None = None) -> TGIData:
+    def to_data(self, dtype: Any, *, width: int | None = None, design: np.ndarray | None = None) -> TGIData:
         r"""Device arrays, folded into rows of ``width`` observations (default :func:`row_width`), with
         :math:`\log |y|` and the index of the censored cells (see :func:`~.likelihood.prepare_data`).
 
         Row ``i`` holds the first ``width`` observations of lesion ``i``; the rest of a longer lesion
         goes to continuation rows after the ``N`` first rows (``TGIData.row_lesion``), padded to
-        :func:`lesion_bucket` rows.
+        :func:`lesion_bucket` rows. ``design`` (n_lesions, P): the covariate design of the real lesions
+        (default: the intercept only); padding lesions get rows of zeros.
         """
         n_pad = len(self.v0)
         lesion_mask = np.arange(n_pad) < self.n_lesions
@@ -120,6 +122,8 @@ class LesionArrays:
         lower[row, c] = self.lower[lesion, col]
         cens[row, c] = self.censored[lesion, col]
         mask[row, c] = True
+        x = np.zeros((n_pad, 1 if design is None else np.shape(design)[1]))
+        x[: self.n_lesions] = 1.0 if design is None else design
         row_lesion = None
         if extra_pad:
             row_lesion = np.zeros(extra_pad, np.int32)
@@ -133,7 +137,7 @@ class LesionArrays:
             log_v0=jnp.asarray(np.log(self.v0), dtype),
             t0=jnp.asarray(self.t0, dtype),
             lesion_mask=jnp.asarray(lesion_mask),
-            design=jnp.asarray(lesion_mask[:, None].astype(float), dtype),
+            design=jnp.asarray(x, dtype),
             row_lesion=None if row_lesion is None else jnp.asarray(row_lesion),
         )
         return prepare_data(data)
@@ -381,25 +385,25 @@ class TGIFit:
         """Predicted volumes (mm3) of each lesion at ``days``: ``lesion_id, day, volume_mm3``.
 
         ``kind``: ``"mode"`` (conditional mode), ``"mean"`` (conditional mean) or ``"population"``
-        (typical values with each lesion's V0/T0).
+        (each lesion's typical values, given its covariates, with its V0/T0).
         """
-        ind = self.individual
-        if lesion_ids is not None:
-            ind = ind.set_index("lesion_id").loc[list(lesion_ids)].reset_index()
-        if kind == "mode":
-            kg, kd, f = ind["kg"], ind["kd"], ind["f"]
-        elif kind == "mean":
-            kg, kd, f = ind["kg_mean"], ind["kd_mean"], ind["f_mean"]
-        elif kind == "population":
-            pop = self.population.set_index("parameter")["estimate"]
-            n = len(ind)
-            kg, kd, f = (np.full(n, pop["kg_pop"]), np.full(n, pop["kd_pop"]), np.full(n, pop["f_pop"]))
-        else:
+        if kind not in ("mode", "mean", "population"):
             raise ConfigError(f"kind must be 'mode', 'mean' or 'population', got {kind!r}")
+        ind = self.individual
+        rows = np.arange(len(ind))
+        if lesion_ids is not None:
+            rows = pd.Index(ind["lesion_id"].astype(str)).get_indexer([str(i) for i in lesion_ids])
+            if (rows < 0).any():
+                raise ConfigError(f"lesion_ids: {np.asarray(list(lesion_ids), object)[rows < 0][:5].tolist()} not fitted")
+            ind = ind.iloc[rows].reset_index(drop=True)
+        if kind == "population":
+            phi = self.typical_phi()[rows]
+        else:
+            suffix = "" if kind == "mode" else "_mean"
+            kg, kd, f = (np.asarray(ind[f"{name}{suffix}"], float) for name in PARAMETERS)
+            phi = np.stack([np.log(kg), np.log(kd), np.log(f) - np.log1p(-f)], axis=-1)
         days = np.atleast_1d(np.asarray(days, dtype=float))
         with jax.enable_x64(True):
-            phi = np.stack([np.log(np.asarray(kg, float)), np.log(np.asarray(kd, float)),
-                            np.log(np.asarray(f, float)) - np.log1p(-np.asarray(f, float))], axis=-1)
             lv = log_volume_phi(
                 jnp.asarray(days)[None, :],
                 jnp.asarray(phi)[:, None, :],
@@ -414,6 +418,21 @@ class TGIFit:
                 "volume_mm3": vol.reshape(-1),
             }
         )
+
+    def typical_phi(self) -> np.ndarray:
+        """Each lesion's typical normal-scale parameters (n, 3): ``(log kg, log kd, logit f)`` of the
+        population model given its covariates (without covariates, the typical values for every
+        lesion); the conditional mode minus its random effects."""
+        pop = self.population.set_index("parameter")["estimate"]
+        f_pop = float(pop["f_pop"])
+        mu = np.array([math.log(pop["kg_pop"]), math.log(pop["kd_pop"]), math.log(f_pop / (1 - f_pop))])
+        ind = self.individual
+        if not self.population["parameter"].str.startswith("beta_").any():
+            return np.broadcast_to(mu, (len(ind), 3)).copy()
+        f = ind["f"].to_numpy(float)
+        mode = np.stack([np.log(ind["kg"].to_numpy(float)), np.log(ind["kd"].to_numpy(float)),
+                         np.log(f) - np.log1p(-f)], axis=-1)
+        return mode - ind[["eta_kg", "eta_kd", "eta_f"]].to_numpy(float)
 
     def __repr__(self) -> str:
         est = self.population.set_index("parameter")["estimate"]
@@ -561,8 +580,14 @@ def _error_names(error_model: str) -> list[tuple[str, int]]:
 
 
 def _population_table(
-    coef: np.ndarray, omega2: np.ndarray, error: np.ndarray, cov: np.ndarray | None, error_model: str
+    coef: np.ndarray,
+    omega2: np.ndarray,
+    error: np.ndarray,
+    cov: np.ndarray | None,
+    error_model: str,
+    design: CovariateDesign | None = None,
 ) -> pd.DataFrame:
+    """Rows in Monolix's order: typical values, covariate coefficients (normal scale), omegas, error."""
     mu = coef[0]
     omega = np.sqrt(omega2)
     n_theta = coef.size + 3 + 2
@@ -580,6 +605,9 @@ def _population_table(
             se = est * s
             lo, hi = math.exp(mu[k] - z * s), math.exp(mu[k] + z * s)
         rows.append((f"{name}_pop", est, se, lo, hi))
+    for j, k, name in [] if design is None else design.coefficient_names:
+        s = se_theta[j * 3 + k]
+        rows.append((name, coef[j, k], s, coef[j, k] - z * s, coef[j, k] + z * s))
     for k, name in enumerate(PARAMETERS):
         s = se_theta[coef.size + k]
         rows.append((f"omega_{name}", omega[k], s, omega[k] - z * s, omega[k] + z * s))
@@ -591,13 +619,15 @@ def _population_table(
     return out[_POP_COLUMNS]
 
 
-def _trace_table(infos: list[saem.SAEMInfo], error_model: str) -> pd.DataFrame:
+def _trace_table(infos: list[saem.SAEMInfo], error_model: str, design: CovariateDesign | None = None) -> pd.DataFrame:
     info = jax.tree_util.tree_map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *infos)
     mu = info.coef[:, 0, :]
     cols: dict[str, Any] = {"iteration": info.iteration.astype(int), "gamma": info.gamma}
     cols["kg_pop"] = np.exp(mu[:, 0])
     cols["kd_pop"] = np.exp(mu[:, 1])
     cols["f_pop"] = 1.0 / (1.0 + np.exp(-mu[:, 2]))
+    for j, k, name in [] if design is None else design.coefficient_names:
+        cols[name] = info.coef[:, j, k]
     for k, name in enumerate(PARAMETERS):
         cols[f"omega_{name}"] = np.sqrt(info.omega2[:, k])
     for name, j in _error_names(error_model):
@@ -613,9 +643,9 @@ def _trace_table(infos: list[saem.SAEMInfo], error_model: str) -> pd.DataFrame:
 
 def _flat(info: saem.SAEMInfo) -> np.ndarray:
     """Normal-scale parameters of each iteration (mu, log omega, log error) for the stopping rule."""
-    mu = np.asarray(info.coef)[:, 0, :]
+    coef = np.asarray(info.coef)
     return np.concatenate(
-        [mu, 0.5 * np.log(np.asarray(info.omega2)), np.log(np.maximum(np.asarray(info.error), 1e-300))], axis=1
+        [coef.reshape(len(coef), -1), 0.5 * np.log(np.asarray(info.omega2)), np.log(np.maximum(np.asarray(info.error), 1e-300))], axis=1
     )
 
 
@@ -639,9 +669,12 @@ def fit_tgi(
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     started = time.perf_counter()
     arrays, notes = build_arrays(data, spec)
+    design = None
+    if spec.covariates:
+        design = build_design(spec.covariates, data, arrays.lesion_id, arrays.v0[: arrays.n_lesions])
     arrays_seconds = round(time.perf_counter() - started, 3)
     with jax.enable_x64(spec.precision == "float64"):
-        result = _fit_arrays(spec, arrays, int(seed), progress)
+        result = _fit_arrays(spec, arrays, int(seed), progress, design)
     result["diagnostics"].update(notes)
     result["diagnostics"]["seconds"] = round(time.perf_counter() - started, 3)
     result["diagnostics"]["phase_seconds"] = {"arrays": arrays_seconds, **result["diagnostics"]["phase_seconds"]}
@@ -671,11 +704,15 @@ class _Laps:
 
 
 def _fit_arrays(
-    spec: TGIModel, arrays: LesionArrays, seed: int, progress: Callable[[int, int, dict[str, Any]], None] | None
+    spec: TGIModel,
+    arrays: LesionArrays,
+    seed: int,
+    progress: Callable[[int, int, dict[str, Any]], None] | None,
+    design: CovariateDesign | None = None,
 ) -> dict[str, Any]:
     lap = _Laps()
     dtype = jnp.float64 if spec.precision == "float64" else jnp.float32
-    data = arrays.to_data(dtype)
+    data = arrays.to_data(dtype, design=None if design is None else design.x)
     n = arrays.n_lesions
     n_chains = max(1, math.ceil(50 / n)) if spec.n_chains == "auto" else int(spec.n_chains)
     config = saem.SAEMConfig(
@@ -699,6 +736,7 @@ def _fit_arrays(
         error=jnp.asarray([spec.a, spec.b], dtype),
         n_chains=n_chains,
         n_explore=jnp.asarray(spec.n_explore, jnp.int32),
+        coef_mask=None if design is None else jnp.asarray(design.mask),
         config=config,
     )
     total = spec.n_burn_in + spec.n_explore + spec.n_smooth
@@ -724,7 +762,7 @@ def _fit_arrays(
                     stopped_early = True
         if progress is not None:
             progress(min(done, total), total, {"iteration": done})
-    trace = _trace_table(infos, spec.error_model)
+    trace = _trace_table(infos, spec.error_model, design)
     lap("saem")
     post = saem.sample_posterior_jit(k_post, state, data, spec.n_posterior_iter, config, fisher=spec.standard_errors)
     jax.block_until_ready(post)
@@ -734,7 +772,8 @@ def _fit_arrays(
     fisher_ok = True
     if spec.standard_errors:
         fim = np.asarray(post.fisher, dtype=float)
-        free = list(range(coef.size)) + [coef.size + k for k in range(3)]
+        free = [int(i) for i in np.flatnonzero(np.asarray(state.coef_mask).reshape(-1))]
+        free += [coef.size + k for k in range(3)]
         free += [coef.size + 3 + j for _, j in _error_names(spec.error_model)]
         sub = fim[np.ix_(free, free)]
         cov = np.full((fim.shape[0], fim.shape[0]), np.nan)
@@ -744,7 +783,7 @@ def _fit_arrays(
             cov[np.ix_(free, free)] = np.linalg.inv((sub + sub.T) / 2)
         except np.linalg.LinAlgError:
             fisher_ok = False
-    population = _population_table(coef[:1], omega2, error, cov, spec.error_model)
+    population = _population_table(coef, omega2, error, cov, spec.error_model, design)
     mode, grad_norm = saem.conditional_mode_jit(
         state.coef, state.omega2, state.error, data, post.phi_mean, config, n_steps=spec.n_mode_steps
     )
@@ -815,6 +854,7 @@ def _fit_arrays(
         "observation_bucket": int(data.t.shape[1]),
         "n_rows": int(data.t.shape[0]),
         "precision": spec.precision,
+        "covariates": [] if design is None else list(design.info),
         "phase_seconds": lap.seconds,
     }
     if not fisher_ok and spec.standard_errors:

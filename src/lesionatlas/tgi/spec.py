@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+from ..config import canonical_covariates
+
 if TYPE_CHECKING:  # pragma: no cover
     from collections.abc import Callable
 
@@ -30,6 +32,17 @@ class TGIModel:
         Whether the row that defines V0/T0 (day == T0) also enters the likelihood. Its prediction is V0
         itself, so it carries no information about Kg, Kd, F; ``"keep"`` reproduces a Monolix run on a
         dataset that contains the baseline row (its zero residual lowers b), ``"drop"`` leaves it out.
+    covariates : mapping or sequence of str
+        Covariates on the individual parameters, Monolix-style: shifts of the normal-scale mean,
+        ``log Kg_i = log kg_pop + beta' x_i + eta_i`` (and the same for log Kd and
+        logit F). Given as ``{"kg": ["organ", "log_v0"], "kd": ["organ"]}`` or as ``"param:name"``
+        texts (``("kg:organ", "kg:log_v0", "kd:organ")``, the form kept: canonical order, no repeats).
+        A name is a column of the lesions table, of the patients table (joined on ``patient_id``) or,
+        for a measurements table, a column constant within each lesion; ``log_v0`` is the log baseline
+        volume of the model. Text, category and true/false columns are categorical (one coefficient per
+        level against the most frequent level, the reference); numbers are continuous, centred at their
+        mean over the fitted lesions (so ``kg_pop`` is the typical value of a lesion at the reference
+        level and the mean covariate). Rows ``beta_<param>_<name>[_<level>]`` of ``population``.
     kg, kd, f, omega_kg, omega_kd, omega_f, a, b : float
         Initial values (the authors' Monolix project: Kg = Kd = 0.01/day, F = 0.1, omegas 1, b = 0.3).
     n_explore, n_smooth : int
@@ -82,6 +95,7 @@ class TGIModel:
     error_model: Literal["proportional", "constant", "combined"] = "proportional"
     censoring: Literal["m3", "drop"] = "m3"
     limit_mm3: float | None = None
+    covariates: Any = ()
     baseline_observation: Literal["keep", "drop"] = "keep"
     kg: float = 0.01
     kd: float = 0.01
@@ -110,6 +124,9 @@ class TGIModel:
     n_mode_steps: int = 50
     chunk_size: int = 50
     precision: Literal["float64", "float32"] = "float64"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "covariates", canonical_covariates(self.covariates))
 
     def fit(
         self,
