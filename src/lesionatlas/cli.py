@@ -401,6 +401,7 @@ def fit_tgi_command(
     sdtm_suffix: SuffixOpt = None,
     iterations: Annotated[Optional[str], typer.Option("--iterations", help="SAEM iterations K1,K2: exploratory and smoothing phases (default 300,200).")] = None,
     covariate: Annotated[Optional[list[str]], typer.Option("--covariate", help="A covariate of an individual parameter, PARAM=NAME[,NAME...] (PARAM kg, kd or f; NAME a column of the lesions or patients table, or log_v0); repeatable, e.g. --covariate kg=organ,log_v0.")] = None,
+    covariance: Annotated[Optional[str], typer.Option("--covariance", help="Covariance of the random effects: diagonal (default, the authors' model) or full (correlations of Kg, Kd, F estimated too).")] = None,
 ) -> None:
     """Fit the tumor growth model (SAEM) to the target lesions; write estimates and diagnostic plots."""
     import dataclasses
@@ -430,6 +431,10 @@ def fit_tgi_command(
                                   code="bad-option")
             pairs += [f"{param.strip()}:{name.strip()}" for name in names.split(",") if name.strip()]
         spec = dataclasses.replace(spec, covariates=tuple(pairs))
+    if covariance is not None:
+        if covariance not in ("diagonal", "full"):
+            raise ConfigError(f"--covariance must be diagonal or full; got {covariance!r}", code="bad-option")
+        spec = dataclasses.replace(spec, covariance=covariance)
     err = _console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -131,6 +131,7 @@ class TGIConfig:
     censoring: str = "m3"
     baseline_observation: str = "keep"
     covariates: tuple[str, ...] = ()
+    covariance: str = "diagonal"
     kg: float = 0.01
     kd: float = 0.01
     f: float = 0.1
@@ -249,6 +250,7 @@ CHOICES: dict[tuple[str, str], tuple[Any, ...]] = {
     ("tgi", "error_model"): ("proportional", "constant", "combined"),
     ("tgi", "censoring"): ("m3", "drop"),
     ("tgi", "baseline_observation"): ("keep", "drop"),
+    ("tgi", "covariance"): ("diagonal", "full"),
     ("tgi", "precision"): ("float64", "float32"),
     ("events", "reference"): ("day0", "first_measurement"),
     ("events", "estimate"): ("mode", "mean"),

@@ -1,6 +1,7 @@
 """A small numpy simulator of TGI data for the tgi tests (independent of the package's simulator).
 
-Lesions follow the paper's model with log-normal Kg, Kd and logit-normal F, baseline scan a few days
+Lesions follow the paper's model with log-normal Kg, Kd and logit-normal F (independent, or correlated
+when the truth has ``corr_kg_kd``, ``corr_kg_f``, ``corr_kd_f``), baseline scan a few days
 before treatment, scans about every 6 weeks until progression (volume >= 2.2 x nadir, i.e. +30% in
 diameter) or the end of the schedule, proportional error, values below the limit censored.
 """
@@ -74,7 +75,13 @@ def simulate(
     rng = np.random.default_rng(seed)
     mu = np.log([tr["kg"], tr["kd"]]).tolist() + [np.log(tr["f"] / (1 - tr["f"]))]
     om = np.array([tr["omega_kg"], tr["omega_kd"], tr["omega_f"]])
-    phi = np.array(mu) + om * rng.standard_normal((n_lesions, 3))
+    z = rng.standard_normal((n_lesions, 3))
+    corr = np.eye(3)
+    for (k, j), name in zip(((0, 1), (0, 2), (1, 2)), ("corr_kg_kd", "corr_kg_f", "corr_kd_f")):
+        corr[k, j] = corr[j, k] = tr.get(name, 0.0)
+    if not np.array_equal(corr, np.eye(3)):
+        z = z @ np.linalg.cholesky(corr).T
+    phi = np.array(mu) + om * z
     kg, kd, f = np.exp(phi[:, 0]), np.exp(phi[:, 1]), 1 / (1 + np.exp(-phi[:, 2]))
     t0 = -rng.integers(1, 22, n_lesions).astype(float)
     v0 = v0_median * np.exp(v0_log_sd * rng.standard_normal(n_lesions))

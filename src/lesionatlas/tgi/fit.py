@@ -53,6 +53,7 @@ def _check_spec(spec: TGIModel) -> None:
 
     allowed("error_model", spec.error_model, ERROR_MODELS)
     allowed("censoring", spec.censoring, ("m3", "drop"))
+    allowed("covariance", spec.covariance, ("diagonal", "full"))
     allowed("baseline_observation", spec.baseline_observation, ("keep", "drop"))
     allowed("precision", spec.precision, ("float64", "float32"))
     for name in ("kg", "kd", "omega_kg", "omega_kd", "omega_f", "a", "b", "max_relative_residual", "stop_tolerance"):
@@ -575,6 +576,9 @@ def _stage_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(_STAGE.encode()) & 0x7FFFFFFF)
 
 
+_CORR_NAMES = ("corr_kg_kd", "corr_kg_f", "corr_kd_f")  # saem._OFF, Monolix's naming
+
+
 def _error_names(error_model: str) -> list[tuple[str, int]]:
     return {"proportional": [("b", 1)], "constant": [("a", 0)], "combined": [("a", 0), ("b", 1)]}[error_model]
 
@@ -586,11 +590,14 @@ def _population_table(
     cov: np.ndarray | None,
     error_model: str,
     design: CovariateDesign | None = None,
+    corr: np.ndarray | None = None,
 ) -> pd.DataFrame:
-    """Rows in Monolix's order: typical values, covariate coefficients (normal scale), omegas, error."""
+    """Rows in Monolix's order: typical values, covariate coefficients (normal scale), omegas,
+    correlations (full covariance only), error."""
     mu = coef[0]
     omega = np.sqrt(omega2)
-    n_theta = coef.size + 3 + 2
+    n_corr = 0 if corr is None else len(_CORR_NAMES)
+    n_theta = coef.size + 3 + n_corr + 2
     se_theta = np.full(n_theta, np.nan) if cov is None else np.sqrt(np.clip(np.diag(cov), 0, None))
     z = 1.959963984540054
     rows = []
@@ -611,15 +618,21 @@ def _population_table(
     for k, name in enumerate(PARAMETERS):
         s = se_theta[coef.size + k]
         rows.append((f"omega_{name}", omega[k], s, omega[k] - z * s, omega[k] + z * s))
+    for m, name in enumerate(_CORR_NAMES[:n_corr]):
+        s = se_theta[coef.size + 3 + m]
+        r = float(corr[m])
+        rows.append((name, r, s, max(-1.0, r - z * s), min(1.0, r + z * s)))
     for name, j in _error_names(error_model):
-        s = se_theta[coef.size + 3 + j]
+        s = se_theta[coef.size + 3 + n_corr + j]
         rows.append((name, error[j], s, error[j] - z * s, error[j] + z * s))
     out = pd.DataFrame(rows, columns=["parameter", "estimate", "se", "ci_lower", "ci_upper"])
     out["rse_percent"] = 100.0 * out["se"] / out["estimate"].abs()
     return out[_POP_COLUMNS]
 
 
-def _trace_table(infos: list[saem.SAEMInfo], error_model: str, design: CovariateDesign | None = None) -> pd.DataFrame:
+def _trace_table(
+    infos: list[saem.SAEMInfo], error_model: str, design: CovariateDesign | None = None, full: bool = False
+) -> pd.DataFrame:
     info = jax.tree_util.tree_map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *infos)
     mu = info.coef[:, 0, :]
     cols: dict[str, Any] = {"iteration": info.iteration.astype(int), "gamma": info.gamma}
@@ -630,6 +643,8 @@ def _trace_table(infos: list[saem.SAEMInfo], error_model: str, design: Covariate
         cols[name] = info.coef[:, j, k]
     for k, name in enumerate(PARAMETERS):
         cols[f"omega_{name}"] = np.sqrt(info.omega2[:, k])
+    for m, name in enumerate(_CORR_NAMES if full else ()):
+        cols[name] = info.omega_corr[:, m]
     for name, j in _error_names(error_model):
         cols[name] = info.error[:, j]
     cols["acceptance_prior"] = info.acceptance[:, 0]
@@ -641,12 +656,14 @@ def _trace_table(infos: list[saem.SAEMInfo], error_model: str, design: Covariate
     return pd.DataFrame(cols)
 
 
-def _flat(info: saem.SAEMInfo) -> np.ndarray:
-    """Normal-scale parameters of each iteration (mu, log omega, log error) for the stopping rule."""
+def _flat(info: saem.SAEMInfo, full: bool = False) -> np.ndarray:
+    """Normal-scale parameters of each iteration (mu, log omega, [correlations,] log error) for the
+    stopping rule."""
     coef = np.asarray(info.coef)
-    return np.concatenate(
-        [coef.reshape(len(coef), -1), 0.5 * np.log(np.asarray(info.omega2)), np.log(np.maximum(np.asarray(info.error), 1e-300))], axis=1
-    )
+    parts = [coef.reshape(len(coef), -1), 0.5 * np.log(np.asarray(info.omega2))]
+    parts += [np.asarray(info.omega_corr)] if full else []
+    parts += [np.log(np.maximum(np.asarray(info.error), 1e-300))]
+    return np.concatenate(parts, axis=1)
 
 
 def fit_tgi(
@@ -724,7 +741,9 @@ def _fit_arrays(
         n_joint_kernel=spec.n_joint_kernel,
         n_independent_kernel=spec.n_independent_kernel,
         annealing_factor=float(spec.annealing_factor),
+        full_covariance=spec.covariance == "full",
     )
+    full = config.full_covariance
     key = _stage_key(seed)
     k_saem, k_post, k_is = (jax.random.fold_in(key, i) for i in range(3))
     mu0 = jnp.asarray([math.log(spec.kg), math.log(spec.kd), math.log(spec.f / (1 - spec.f))], dtype)
@@ -753,7 +772,7 @@ def _fit_arrays(
         done += size
         if spec.auto_stop and not stopped_early and len(infos) >= 2 and done < explore_end:
             if done - spec.n_burn_in >= spec.min_explore:
-                last, prev = _flat(infos[-1]).mean(0), _flat(infos[-2]).mean(0)
+                last, prev = _flat(infos[-1], full).mean(0), _flat(infos[-2], full).mean(0)
                 if np.all(np.abs(last - prev) < spec.stop_tolerance):
                     n_explore = done - spec.n_burn_in
                     state = state._replace(n_explore=jnp.asarray(n_explore, jnp.int32))
@@ -762,19 +781,22 @@ def _fit_arrays(
                     stopped_early = True
         if progress is not None:
             progress(min(done, total), total, {"iteration": done})
-    trace = _trace_table(infos, spec.error_model, design)
+    trace = _trace_table(infos, spec.error_model, design, full)
     lap("saem")
     post = saem.sample_posterior_jit(k_post, state, data, spec.n_posterior_iter, config, fisher=spec.standard_errors)
     jax.block_until_ready(post)
     lap("posterior")
     coef, omega2, error = np.asarray(state.coef), np.asarray(state.omega2), np.asarray(state.error)
+    corr = np.asarray(state.omega_corr) if full else None
+    corr_jnp = state.omega_corr if full else None
+    n_corr = len(_CORR_NAMES) if full else 0
     cov = None
     fisher_ok = True
     if spec.standard_errors:
         fim = np.asarray(post.fisher, dtype=float)
         free = [int(i) for i in np.flatnonzero(np.asarray(state.coef_mask).reshape(-1))]
-        free += [coef.size + k for k in range(3)]
-        free += [coef.size + 3 + j for _, j in _error_names(spec.error_model)]
+        free += [coef.size + k for k in range(3 + n_corr)]
+        free += [coef.size + 3 + n_corr + j for _, j in _error_names(spec.error_model)]
         sub = fim[np.ix_(free, free)]
         cov = np.full((fim.shape[0], fim.shape[0]), np.nan)
         try:
@@ -783,9 +805,10 @@ def _fit_arrays(
             cov[np.ix_(free, free)] = np.linalg.inv((sub + sub.T) / 2)
         except np.linalg.LinAlgError:
             fisher_ok = False
-    population = _population_table(coef, omega2, error, cov, spec.error_model, design)
+    population = _population_table(coef, omega2, error, cov, spec.error_model, design, corr)
     mode, grad_norm = saem.conditional_mode_jit(
-        state.coef, state.omega2, state.error, data, post.phi_mean, config, n_steps=spec.n_mode_steps
+        state.coef, state.omega2, state.error, data, post.phi_mean, config, n_steps=spec.n_mode_steps,
+        omega_corr=corr_jnp,
     )
     mode = np.asarray(mode)[:n]
     lap("mode")
@@ -794,7 +817,8 @@ def _fit_arrays(
     loglik = None
     if spec.n_is_draws > 0:
         ll, rel_se = saem.importance_loglik_jit(
-            k_is, state.coef, state.omega2, state.error, data, post.phi_mean, post.phi_cov, spec.n_is_draws, config
+            k_is, state.coef, state.omega2, state.error, data, post.phi_mean, post.phi_cov, spec.n_is_draws, config,
+            omega_corr=corr_jnp,
         )
         loglik = float(np.sum(np.asarray(ll)[:n]))
         is_rel_se = float(np.sqrt(np.sum(np.asarray(rel_se)[:n] ** 2)))
@@ -855,6 +879,7 @@ def _fit_arrays(
         "n_rows": int(data.t.shape[0]),
         "precision": spec.precision,
         "covariates": [] if design is None else list(design.info),
+        "covariance": spec.covariance,
         "phase_seconds": lap.seconds,
     }
     if not fisher_ok and spec.standard_errors:

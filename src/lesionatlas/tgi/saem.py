@@ -31,6 +31,14 @@ One iteration (:func:`step`) is
    variance (:math:`\tau` = ``annealing_factor`` = 0.95), so they shrink slowly, as Monolix's simulated
    annealing does.
 
+**Full covariance** (``SAEMConfig.full_covariance``, an option; the default :math:`\Omega` is diagonal,
+the authors' model): :math:`\eta_i \sim N(0, \Omega)` with :math:`\Omega = D R D`, the SDs
+:math:`D = \operatorname{diag}\omega` and the correlations :math:`R` (pairs kg-kd, kg-f, kd-f) kept in
+the state as ``omega2`` and ``omega_corr``. The statistics add the cross moments
+:math:`\sum_i \phi_{ik}\phi_{ij}`; the M-step takes :math:`B` by generalised least squares given the
+previous :math:`\Omega`, then :math:`\Omega` from the residual moments (ECM); the prior and joint kernels
+draw correlated noise; the Fisher information gets the correlations as parameters (rows ``corr_*``).
+
 ``n_explore`` lives in the state (not the static config) so that a shell may end the exploratory phase
 early, between chunks of iterations, without recompiling. :func:`run` iterates :func:`step` with
 ``jax.lax.scan``; iteration ``k`` uses the key ``fold_in(key, k)``, so running 500 iterations at once or
@@ -102,6 +110,8 @@ class SAEMConfig(NamedTuple):
         lesion's log Kg fell from 0.72 to ~0.3 (``benchmarks/README.md``). Monolix and saemix have a
         kernel of this kind (proposal from the Laplace approximation at the conditional mode). Off by
         default (0): see ``TGIModel.n_independent_kernel``.
+    full_covariance : estimate the correlations of the random effects (a full :math:`\\Omega`) instead
+        of a diagonal one (the default, the authors' model); see the module notes.
     """
 
     error_model: ErrorModel = "proportional"
@@ -118,6 +128,7 @@ class SAEMConfig(NamedTuple):
     n_independent_kernel: int = 0
     proposal_window: int = 50
     proposal_df: float = 5.0
+    full_covariance: bool = False
 
 
 class SufficientStats(NamedTuple):
@@ -126,6 +137,7 @@ class SufficientStats(NamedTuple):
     s_phi: Array  # (P, 3): X^T phi
     s_phi2: Array  # (3,): sum_i phi_i^2
     s_err: Array  # (2,): (sum e^2, sum r^2) for constant / proportional; (a, b) values for combined
+    s_cross: Array  # (3,): sum_i phi_ik phi_ij for the pairs _OFF (full covariance; 0 otherwise)
 
 
 class SAEMState(NamedTuple):
@@ -138,6 +150,7 @@ class SAEMState(NamedTuple):
     log_v: Array  # (C, R, W) predicted log volumes at phi (kept so that no step predicts them twice)
     coef: Array  # (P, 3) B; row 0 = mu without covariates
     omega2: Array  # (3,) variances of the random effects
+    omega_corr: Array  # (3,) their correlations, pairs _OFF (0 with a diagonal Omega)
     error: Array  # (2,) (a, b)
     stats: SufficientStats
     prop_mean: Array  # (3, N) running mean of each lesion's parameters (independence-sampler proposal)
@@ -154,6 +167,7 @@ class SAEMInfo(NamedTuple):
     gamma: Array
     coef: Array
     omega2: Array
+    omega_corr: Array
     error: Array
     acceptance: Array  # (4,) prior, component-wise (mean), joint, independent
     n_clipped: Array  # observations hitting the outlier guard (summed over chains)
@@ -183,18 +197,55 @@ def population_mean(coef: Array, data: TGIData) -> Array:
     return data.design @ coef
 
 
-def log_prior(phi: Array, mean: Array, omega2: Array) -> Array:
-    """:math:`\\log N(\\phi; m, \\operatorname{diag}\\omega^2)` summed over the 3 parameters."""
-    return -0.5 * jnp.sum(_LOG_2PI + jnp.log(omega2) + (phi - mean) ** 2 / omega2, axis=-1)
+def log_prior(phi: Array, mean: Array, omega2: Array, corr: Array | None = None) -> Array:
+    """:math:`\\log N(\\phi; m, \\Omega)` of ``phi`` (..., 3), with :math:`\\Omega` diagonal
+    (variances ``omega2``) or, given ``corr`` (the correlations of the pairs ``_OFF``), full."""
+    if corr is None:
+        return -0.5 * jnp.sum(_LOG_2PI + jnp.log(omega2) + (phi - mean) ** 2 / omega2, axis=-1)
+    mean = jnp.broadcast_to(mean, phi.shape)
+    return _log_prior_t(jnp.moveaxis(phi, -1, 0), jnp.moveaxis(mean, -1, 0), omega2, corr)
 
 
-def _log_prior_t(phi_t: Array, mean_t: Array, omega2: Array) -> Array:
+_OFF = ((0, 1), (0, 2), (1, 2))  # the correlations of a full Omega: kg-kd, kg-f, kd-f
+
+
+def _corr_factor(corr: Array) -> list[list[Any]]:
+    """Lower Cholesky factor of the correlation matrix with off-diagonal entries ``corr`` (pairs
+    ``_OFF``), written out for 3 x 3 (scalars; ``None`` above the diagonal; diagonal floored at 1e-6)."""
+    floor = 1e-6
+    r01, r02, r12 = corr[0], corr[1], corr[2]
+    l11 = jnp.sqrt(jnp.maximum(1.0 - r01**2, floor**2))
+    l21 = (r12 - r02 * r01) / l11
+    l22 = jnp.sqrt(jnp.maximum(1.0 - r02**2 - l21**2, floor**2))
+    return [[1.0, None, None], [r01, l11, None], [r02, l21, l22]]
+
+
+def _mix(factor: list[list[Any]], z: Array) -> Array:
+    """``L z`` over the leading (parameter) axis of ``z`` (3, ...), for a factor of :func:`_corr_factor`."""
+    return jnp.stack([sum(factor[r][q] * z[q] for q in range(r + 1)) for r in range(N_PHI)])
+
+
+def _log_prior_t(phi_t: Array, mean_t: Array, omega2: Array, corr: Array | None = None) -> Array:
     """:func:`log_prior` of parameter-major ``phi_t`` (3, ..., N) and ``mean_t`` (3, N), summed term by
-    term (a sum over a leading axis of size 3 would be a slow reduction loop on CPU)."""
+    term (a sum over a leading axis of size 3 would be a slow reduction loop on CPU). With ``corr``:
+    :math:`\\Omega = D R D`, :math:`D = \\operatorname{diag}\\omega`, and the Mahalanobis term through
+    the Cholesky factor of the correlation matrix :math:`R`."""
     total = 3 * _LOG_2PI + jnp.sum(jnp.log(omega2))
-    for k in range(N_PHI):
-        total = total + (phi_t[k] - mean_t[k]) ** 2 / omega2[k]
-    return -0.5 * total
+    if corr is None:
+        for k in range(N_PHI):
+            total = total + (phi_t[k] - mean_t[k]) ** 2 / omega2[k]
+        return -0.5 * total
+    lc = _corr_factor(corr)
+    d = [(phi_t[k] - mean_t[k]) / jnp.sqrt(omega2[k]) for k in range(N_PHI)]
+    u0 = d[0]
+    u1 = (d[1] - lc[1][0] * u0) / lc[1][1]
+    u2 = (d[2] - lc[2][0] * u0 - lc[2][1] * u1) / lc[2][2]
+    total = total + 2.0 * (jnp.log(lc[1][1]) + jnp.log(lc[2][2]))
+    return -0.5 * (total + u0 * u0 + u1 * u1 + u2 * u2)
+
+
+def _corr_of(state: "SAEMState", config: "SAEMConfig") -> Array | None:
+    return state.omega_corr if config.full_covariance else None
 
 
 def _predict_t(phi_t: Array, data: TGIData) -> Array:
@@ -240,18 +291,47 @@ def _solve_coef(xtx: Array, s_phi: Array, mask: Array) -> Array:
     return jax.vmap(one, in_axes=(1, 1), out_axes=1)(s_phi, mask)
 
 
-def _stats_from_params(coef: Array, omega2: Array, error: Array, data: TGIData, config: SAEMConfig) -> SufficientStats:
-    """Statistics whose M-step returns exactly ``coef, omega2, error`` (used at init)."""
+def _solve_coef_gls(xtx: Array, s_phi: Array, mask: Array, omega_inv: Array) -> Array:
+    """Generalised least squares of the parameters on the design with a full :math:`\\Omega`: the
+    normal equations :math:`\\sum_j (\\Omega^{-1})_{kj} (S_{pj} - \\sum_q (X^TX)_{pq} B_{qj}) = 0` for
+    every free coefficient ``(p, k)`` (the others fixed at 0), one (3P x 3P) solve. With the same free
+    covariates on every parameter it equals :func:`_solve_coef`."""
+    n_cov = xtx.shape[0]
+    a = (xtx[:, None, :, None] * omega_inv[None, :, None, :]).reshape(n_cov * N_PHI, n_cov * N_PHI)
+    rhs = (s_phi @ omega_inv).reshape(-1)
+    m = mask.reshape(-1).astype(xtx.dtype)
+    a = a * m[:, None] * m[None, :] + jnp.diag(1.0 - m)
+    return jnp.linalg.solve(a, rhs * m).reshape(n_cov, N_PHI)
+
+
+def _omega_matrix(omega2: Array, corr: Array) -> Array:
+    sd = jnp.sqrt(omega2)
+    r = jnp.eye(N_PHI, dtype=omega2.dtype)
+    for m, (k, j) in enumerate(_OFF):
+        r = r.at[k, j].set(corr[m]).at[j, k].set(corr[m])
+    return r * sd[:, None] * sd[None, :]
+
+
+def _stats_from_params(
+    coef: Array, omega2: Array, error: Array, data: TGIData, config: SAEMConfig, corr: Array | None = None
+) -> SufficientStats:
+    """Statistics whose M-step returns exactly ``coef, omega2, error`` (and ``corr``; used at init)."""
     x = _design(data)
     xtx = x.T @ x
+    n_les = _n_lesions(data)
     s_phi = xtx @ coef
-    s_phi2 = _n_lesions(data) * omega2 + jnp.einsum("pk,pq,qk->k", coef, xtx, coef)
+    s_phi2 = n_les * omega2 + jnp.einsum("pk,pq,qk->k", coef, xtx, coef)
     n_obs = _n_obs(data)
     if config.error_model == "combined":
         s_err = error
     else:
         s_err = n_obs * error**2
-    return SufficientStats(s_phi=s_phi, s_phi2=s_phi2, s_err=s_err)
+    s_cross = jnp.zeros((len(_OFF),), omega2.dtype)
+    if config.full_covariance:
+        corr = jnp.zeros((len(_OFF),), omega2.dtype) if corr is None else corr
+        cov = _omega_matrix(omega2, corr)
+        s_cross = jnp.stack([n_les * cov[k, j] + coef[:, k] @ xtx @ coef[:, j] for k, j in _OFF])
+    return SufficientStats(s_phi=s_phi, s_phi2=s_phi2, s_err=s_err, s_cross=s_cross)
 
 
 # ----------------------------------------------------------------------------- init
@@ -266,8 +346,11 @@ def init(
     n_explore: int | Array = 300,
     coef_mask: Array | None = None,
     config: SAEMConfig = SAEMConfig(),
+    omega_corr: Array | None = None,
 ) -> SAEMState:
-    """Initial state: population values ``mu`` (normal scale, (3,)), ``omega`` (SDs), ``error = (a, b)``.
+    """Initial state: population values ``mu`` (normal scale, (3,)), ``omega`` (SDs), ``error = (a, b)``,
+    with a full covariance (``config.full_covariance``) the correlations ``omega_corr`` (pairs ``_OFF``,
+    default 0).
 
     Individual parameters start at the typical values (:math:`\\eta = 0`), as in Monolix; covariate
     coefficients start at 0. ``key`` is accepted for a uniform signature and not used.
@@ -280,6 +363,9 @@ def init(
         coef_mask = jnp.zeros((n_cov, N_PHI), bool).at[0].set(True)
     coef_mask = jnp.asarray(coef_mask, bool).at[0].set(True)
     omega2 = jnp.asarray(omega, dtype) ** 2
+    corr = jnp.zeros((len(_OFF),), dtype)
+    if config.full_covariance and omega_corr is not None:
+        corr = jnp.asarray(omega_corr, dtype)
     error = jnp.asarray(error, dtype)
     mean_t = population_mean(coef, data).T
     phi = jnp.broadcast_to(mean_t[:, None, :], (N_PHI, n_chains, mean_t.shape[-1]))
@@ -293,8 +379,9 @@ def init(
         log_v=log_v,
         coef=coef,
         omega2=omega2,
+        omega_corr=corr,
         error=error,
-        stats=_stats_from_params(coef, omega2, error, data, config),
+        stats=_stats_from_params(coef, omega2, error, data, config, corr),
         prop_mean=mean_t,
         prop_cov=jnp.stack([jnp.full(mean_t.shape[-1], omega2[k] if k == j else 0.0, dtype) for k, j in _PAIRS]),
         rw_scale=jnp.full((N_PHI,), 0.4, dtype),
@@ -368,9 +455,15 @@ def _kernels(
     config: SAEMConfig,
     prop_mean: Array | None = None,
     prop_cov: Array | None = None,
+    corr: Array | None = None,
 ) -> tuple[_Chain, Array]:
     """All MH moves of one iteration; returns the chain and acceptance rates (prior, 3 component, joint,
     independent).
+
+    With ``corr`` (a full :math:`\\Omega`) the prior and joint kernels draw their noise with the
+    correlation of :math:`\\Omega` (``omega * (L_R z)``, :math:`L_R` the Cholesky factor of the
+    correlation matrix), so the prior kernel still draws from the population distribution and the joint
+    random walk keeps a covariance proportional to :math:`\\Omega`; the prior ratio uses the full density.
 
     ``mean_t`` (3, N) are the typical values, parameter-major. Every move is ``proposal = base + scale *
     noise``: the prior kernel draws from the population distribution (``base`` = the typical values,
@@ -399,6 +492,7 @@ def _kernels(
             raise ValueError("the independence sampler needs prop_mean and prop_cov")
         factor = _proposal_factor(_cov_matrix(prop_cov, 1e-3 * omega2))
         df = float(config.proposal_df)
+    lc = None if corr is None else _corr_factor(corr)
 
     def full_noise(k: Array, j: Array) -> Array:
         del j
@@ -427,6 +521,8 @@ def _kernels(
         else:  # the random streams of Monolix's three kernels as they were before the fourth existed
             k_prop, k_acc = jax.random.split(k)
         noise = jax.lax.cond(kind == 1, one_noise, full_noise, k_prop, j)
+        if lc is not None:
+            noise = jnp.where((kind == 0) | (kind == 2), _mix(lc, noise), noise)
         is_prior = kind == 0
         prop = jnp.where(is_prior, prior_base, c.phi) + scales[kind] * noise
         log_q = jnp.zeros(c.loglik.shape, dtype)
@@ -437,7 +533,7 @@ def _kernels(
         log_v = _predict_t(prop, data)
         ll_new, _ = _loglik_at(log_v, data, error, config)
         log_ratio_prior = jnp.where(
-            is_prior, 0.0, _log_prior_t(prop, mean_t, omega2) - _log_prior_t(c.phi, mean_t, omega2)
+            is_prior, 0.0, _log_prior_t(prop, mean_t, omega2, corr) - _log_prior_t(c.phi, mean_t, omega2, corr)
         )
         acc = _mh_accept(k_acc, ll_new - c.loglik + log_ratio_prior + log_q)
         new = _Chain(
@@ -525,14 +621,34 @@ def _combined_error_update(error: Array, y_star: Array, log_v: Array, weight: Ar
 
 def _m_step(
     stats: SufficientStats, state: SAEMState, data: TGIData, exploring: Array, config: SAEMConfig
-) -> tuple[Array, Array, Array]:
+) -> tuple[Array, Array, Array, Array]:
+    """New ``coef, omega2, omega_corr, error`` from the statistics.
+
+    With a full :math:`\\Omega` the coefficients are the generalised least squares given the previous
+    :math:`\\Omega` and then :math:`\\Omega` the residual second moments given them (a conditional
+    maximisation, ECM: the fixed point is the joint maximum); without covariates, or with the same ones on
+    every parameter, this is the exact maximum. The correlations are those of the unannealed moments,
+    clipped to +-0.995, combined with the annealed variances (so :math:`\\Omega` stays positive definite)."""
     x = _design(data)
     xtx = x.T @ x
-    coef = _solve_coef(xtx, stats.s_phi, state.coef_mask)
+    if config.full_covariance:
+        omega_inv = jnp.linalg.inv(_omega_matrix(state.omega2, state.omega_corr))
+        coef = _solve_coef_gls(xtx, stats.s_phi, state.coef_mask, omega_inv)
+    else:
+        coef = _solve_coef(xtx, stats.s_phi, state.coef_mask)
     n_les = _n_lesions(data)
     omega2 = (stats.s_phi2 - 2.0 * jnp.sum(coef * stats.s_phi, axis=0) + jnp.einsum("pk,pq,qk->k", coef, xtx, coef)) / n_les
     tiny = jnp.asarray(1e-8, omega2.dtype)
     omega2 = jnp.maximum(omega2, tiny)
+    corr = state.omega_corr
+    if config.full_covariance:
+        cross = [
+            (stats.s_cross[m] - coef[:, k] @ stats.s_phi[:, j] - coef[:, j] @ stats.s_phi[:, k]
+             + coef[:, k] @ xtx @ coef[:, j]) / n_les
+            for m, (k, j) in enumerate(_OFF)
+        ]
+        corr = jnp.clip(jnp.stack([cross[m] / jnp.sqrt(omega2[k] * omega2[j]) for m, (k, j) in enumerate(_OFF)]),
+                        -0.995, 0.995)
     tau = config.annealing_factor
     omega2 = jnp.where(exploring, jnp.maximum(omega2, tau * state.omega2), omega2)
     if config.error_model == "combined":
@@ -544,7 +660,7 @@ def _m_step(
         error = jnp.sqrt(jnp.maximum(var, tiny))
         unused = 1 if config.error_model == "constant" else 0
         error = error.at[unused].set(state.error[unused])
-    return coef, omega2, error
+    return coef, omega2, corr, error
 
 
 # ----------------------------------------------------------------------------- one iteration
@@ -559,6 +675,7 @@ def step(key: Array, state: SAEMState, data: TGIData, config: SAEMConfig = SAEMC
 
     key_mcmc, key_imp = jax.random.split(key)
     mean_t = population_mean(state.coef, data).T
+    corr = _corr_of(state, config)
     chain, rates = _kernels(
         key_mcmc,
         _Chain(state.phi, state.loglik, state.log_v),
@@ -571,6 +688,7 @@ def step(key: Array, state: SAEMState, data: TGIData, config: SAEMConfig = SAEMC
         config,
         state.prop_mean,
         state.prop_cov,
+        corr,
     )
     rho = jnp.maximum(1.0 / (k + 1.0), 1.0 / config.proposal_window).astype(dtype)
     prop_mean, prop_cov = _update_proposal(state.prop_mean, state.prop_cov, chain.phi, rho)
@@ -599,17 +717,22 @@ def step(key: Array, state: SAEMState, data: TGIData, config: SAEMConfig = SAEMC
         scale = state.error[1] if config.error_model == "proportional" else state.error[0]
         sum_sq = jnp.sum(obs_w * jnp.mean((scale * z) ** 2, axis=0))
         s_err = jnp.zeros((2,), dtype).at[1 if config.error_model == "proportional" else 0].set(sum_sq)
-    new = SufficientStats(s_phi=s_phi, s_phi2=s_phi2, s_err=s_err)
+    s_cross = jnp.zeros((len(_OFF),), dtype)
+    if config.full_covariance:
+        s_cross = jnp.stack([jnp.mean(chain.phi[k] * chain.phi[j], axis=0) @ w for k, j in _OFF])
+    new = SufficientStats(s_phi=s_phi, s_phi2=s_phi2, s_err=s_err, s_cross=s_cross)
     stats = jax.tree_util.tree_map(lambda old, cur: old + gamma * (cur - old), state.stats, new)
-    coef, omega2, error = _m_step(stats, state, data, exploring & ~burn, config)
+    coef, omega2, omega_corr, error = _m_step(stats, state, data, exploring & ~burn, config)
     coef = jnp.where(burn, state.coef, coef)
     omega2 = jnp.where(burn, state.omega2, omega2)
+    omega_corr = jnp.where(burn, state.omega_corr, omega_corr)
     error = jnp.where(burn, state.error, error)
 
     # the cached log-likelihood must follow the new error parameters (the predictions do not change)
     ll, n_clipped = _loglik_at(chain.log_v, data, error, config)
     mean_new_t = population_mean(coef, data).T
-    complete = jnp.sum(w * jnp.mean(ll + _log_prior_t(chain.phi, mean_new_t, omega2), axis=0))
+    corr_new = omega_corr if config.full_covariance else None
+    complete = jnp.sum(w * jnp.mean(ll + _log_prior_t(chain.phi, mean_new_t, omega2, corr_new), axis=0))
     new_state = SAEMState(
         iteration=k,
         n_explore=state.n_explore,
@@ -618,6 +741,7 @@ def step(key: Array, state: SAEMState, data: TGIData, config: SAEMConfig = SAEMC
         log_v=chain.log_v,
         coef=coef,
         omega2=omega2,
+        omega_corr=omega_corr,
         error=error,
         stats=stats,
         prop_mean=prop_mean,
@@ -631,6 +755,7 @@ def step(key: Array, state: SAEMState, data: TGIData, config: SAEMConfig = SAEMC
         gamma=gamma,
         coef=coef,
         omega2=omega2,
+        omega_corr=omega_corr,
         error=error,
         acceptance=jnp.concatenate([rates[:1], jnp.nanmean(rates[1:4])[None], rates[4:]]),
         n_clipped=jnp.sum(n_clipped * data.lesion_mask).astype(jnp.int32),
@@ -663,6 +788,7 @@ def run(
             gamma=zero,
             coef=s.coef,
             omega2=s.omega2,
+            omega_corr=s.omega_corr,
             error=s.error,
             acceptance=jnp.full((4,), jnp.nan, s.omega2.dtype),
             n_clipped=jnp.zeros((), jnp.int32),
@@ -683,24 +809,29 @@ run_jit = jax.jit(run, static_argnames=("n_iter", "config"))
 
 # ----------------------------------------------------------------------------- after convergence
 def complete_loglik_lesion(theta: Array, phi: Array, lesion: TGIData, config: SAEMConfig) -> Array:
-    """:math:`\\log p(y_i, \\phi_i; \\theta)` of one lesion, ``theta = (vec B, omega, a, b)``.
+    """:math:`\\log p(y_i, \\phi_i; \\theta)` of one lesion, ``theta`` as :func:`pack_theta` packs it.
 
     ``lesion`` holds one lesion's fields (no ``N`` axis); ``omega`` are SDs.
     """
     n_cov = lesion.design.shape[-1]
-    coef = theta[: n_cov * N_PHI].reshape(n_cov, N_PHI)
-    omega = theta[n_cov * N_PHI : n_cov * N_PHI + N_PHI]
-    error = theta[n_cov * N_PHI + N_PHI :]
+    n_b = n_cov * N_PHI
+    n_corr = len(_OFF) if config.full_covariance else 0
+    coef = theta[:n_b].reshape(n_cov, N_PHI)
+    omega = theta[n_b : n_b + N_PHI]
+    corr = theta[n_b + N_PHI : n_b + N_PHI + n_corr] if n_corr else None
+    error = theta[n_b + N_PHI + n_corr :]
     ll, _ = lesion_loglik(
         phi, lesion, error, error_model=config.error_model, max_relative_residual=config.max_relative_residual
     )
     mean = lesion.design @ coef
-    return ll + log_prior(phi, mean, omega**2)
+    return ll + log_prior(phi, mean, omega**2, corr)
 
 
-def pack_theta(coef: Array, omega2: Array, error: Array) -> Array:
-    """``theta = (vec B (row-major), omega, a, b)``, the parameter vector of the Fisher information."""
-    return jnp.concatenate([coef.reshape(-1), jnp.sqrt(omega2), error])
+def pack_theta(coef: Array, omega2: Array, error: Array, corr: Array | None = None) -> Array:
+    """``theta = (vec B (row-major), omega, [corr,] a, b)``, the parameter vector of the Fisher
+    information; the correlations (pairs ``_OFF``) only with a full covariance."""
+    parts = [coef.reshape(-1), jnp.sqrt(omega2)] + ([] if corr is None else [corr]) + [error]
+    return jnp.concatenate(parts)
 
 
 _USED_ERROR = {"proportional": (1,), "constant": (0,), "combined": (0, 1)}
@@ -709,15 +840,16 @@ _USED_ERROR = {"proportional": (1,), "constant": (0,), "combined": (0, 1)}
 def _louis_terms(
     phi_t: Array,
     log_v: Array,
-    mean_t: Array,
+    coef: Array,
     omega2: Array,
+    corr: Array | None,
     error: Array,
     data: TGIData,
     config: SAEMConfig,
     weight: Array,
 ) -> tuple[Array, Array]:
-    """Derivatives of each lesion's :func:`complete_loglik_lesion` with respect to ``theta = (vec B,
-    omega, a, b)`` at the chains' parameters ``phi_t`` (3, C, N) and predictions ``log_v``: the gradients
+    """Derivatives of each lesion's :func:`complete_loglik_lesion` with respect to ``theta`` (as
+    :func:`pack_theta` packs it) at the chains' parameters ``phi_t`` (3, C, N) and predictions ``log_v``: the gradients
     (C, N, T), and the Hessians averaged over chains and summed over lesions (T, T); lesion weights
     ``weight`` (N,) (0 for padding) are applied to both, non-finite values are set to 0.
 
@@ -726,20 +858,36 @@ def _louis_terms(
     closed form (its lesion sum needs only :math:`\\sum_i x_i r_i` and :math:`\\sum_i r_i^2`, so no
     per-lesion T x T matrix is formed), the error block by forward-mode derivatives of the batched
     likelihood with respect to the error parameters the model uses (the unused one has zero derivatives).
+    With a full covariance (``corr`` given) the prior block, over ``(vec B, omega, corr)``, comes from
+    forward-mode derivatives of the batched prior density instead (the gradients by one pass per
+    parameter, the lesion-summed Hessian as the Hessian of the sum).
     """
     x = data.design  # (N, P)
     n_cov = x.shape[-1]
     n_b = n_cov * N_PHI
-    n_theta = n_b + N_PHI + 2
+    n_prior = n_b + N_PHI + (0 if corr is None else len(_OFF))
+    n_theta = n_prior + 2
     omega = jnp.sqrt(omega2)
+    mean_t = population_mean(coef, data).T
     r = phi_t - mean_t[:, None, :]  # (3, C, N)
     n_chains = r.shape[1]
     dtype = r.dtype
     w = weight.astype(dtype)
-    # prior: d/dB_pk = x_p r_k / w_k^2, d/dw_k = -1/w_k + r_k^2 / w_k^3
-    g_r = jnp.moveaxis(r / omega2[:, None, None], 0, -1)  # (C, N, 3)
-    g_b = (x[None, :, :, None] * g_r[:, :, None, :]).reshape(n_chains, -1, n_b)  # row-major vec B
-    g_w = jnp.moveaxis(-1.0 / omega[:, None, None] + r**2 / (omega**3)[:, None, None], 0, -1)
+    if corr is None:
+        # prior: d/dB_pk = x_p r_k / w_k^2, d/dw_k = -1/w_k + r_k^2 / w_k^3
+        g_r = jnp.moveaxis(r / omega2[:, None, None], 0, -1)  # (C, N, 3)
+        g_b = (x[None, :, :, None] * g_r[:, :, None, :]).reshape(n_chains, -1, n_b)  # row-major vec B
+        g_w = jnp.moveaxis(-1.0 / omega[:, None, None] + r**2 / (omega**3)[:, None, None], 0, -1)
+        g_prior = jnp.concatenate([g_b, g_w], axis=-1)
+    else:
+
+        def prior_of(th: Array) -> Array:  # (C, N)
+            c = th[:n_b].reshape(n_cov, N_PHI)
+            return _log_prior_t(phi_t, population_mean(c, data).T, th[n_b : n_b + N_PHI] ** 2, th[n_b + N_PHI :])
+
+        theta_p = jnp.concatenate([coef.reshape(-1), omega, corr])
+        g_prior = jax.jacfwd(prior_of)(theta_p)  # (C, N, n_prior)
+        h_prior = jax.hessian(lambda th: jnp.sum(prior_of(th) * w) / n_chains)(theta_p)
     # error parameters: forward-mode derivatives of the batched conditional log-likelihood
     used = _USED_ERROR[config.error_model]
     idx = jnp.asarray(used)
@@ -753,23 +901,26 @@ def _louis_terms(
 
     h_e_used, g_e_used = jax.jacfwd(grad_twice, has_aux=True)(error[idx])  # (C, N, u, u), (C, N, u)
     g_e = jnp.zeros((*g_e_used.shape[:-1], 2), dtype).at[..., idx].set(g_e_used)
-    g = jnp.concatenate([g_b, g_w, g_e], axis=-1)
+    g = jnp.concatenate([g_prior, g_e], axis=-1)
     g = jnp.where(jnp.isfinite(g), g, 0.0) * w[None, :, None]
     # Hessian blocks, summed over lesions and averaged over chains
-    xw = x * w[:, None]
-    eye = jnp.eye(N_PHI, dtype=dtype)
-    h_bb = -(x.T @ xw)[:, None, :, None] * (eye / omega2)[None, :, None, :]  # (P, 3, P, 3)
-    r_mean = jnp.mean(r, axis=1)  # (3, N)
-    h_bw = (r_mean @ xw).T[:, :, None] * (-2.0 / omega**3)[None, :, None] * eye  # (P, 3, 3)
-    h_ww = jnp.diag(jnp.sum(w) / omega2 - 3.0 * (jnp.mean(r**2, axis=1) @ w) / omega2**2)
+    h = jnp.zeros((n_theta, n_theta), dtype)
+    if corr is None:
+        xw = x * w[:, None]
+        eye = jnp.eye(N_PHI, dtype=dtype)
+        h_bb = -(x.T @ xw)[:, None, :, None] * (eye / omega2)[None, :, None, :]  # (P, 3, P, 3)
+        r_mean = jnp.mean(r, axis=1)  # (3, N)
+        h_bw = (r_mean @ xw).T[:, :, None] * (-2.0 / omega**3)[None, :, None] * eye  # (P, 3, 3)
+        h_ww = jnp.diag(jnp.sum(w) / omega2 - 3.0 * (jnp.mean(r**2, axis=1) @ w) / omega2**2)
+        h = h.at[:n_b, :n_b].set(h_bb.reshape(n_b, n_b))
+        h = h.at[:n_b, n_b : n_b + N_PHI].set(h_bw.reshape(n_b, N_PHI))
+        h = h.at[n_b : n_b + N_PHI, :n_b].set(h_bw.reshape(n_b, N_PHI).T)
+        h = h.at[n_b : n_b + N_PHI, n_b : n_b + N_PHI].set(h_ww)
+    else:
+        h = h.at[:n_prior, :n_prior].set(jnp.where(jnp.isfinite(h_prior), h_prior, 0.0))
     h_e_used = jnp.where(jnp.isfinite(h_e_used), h_e_used, 0.0)
     h_e = jnp.einsum("cnij,n->ij", h_e_used, w) / n_chains
-    h = jnp.zeros((n_theta, n_theta), dtype)
-    h = h.at[:n_b, :n_b].set(h_bb.reshape(n_b, n_b))
-    h = h.at[:n_b, n_b : n_b + N_PHI].set(h_bw.reshape(n_b, N_PHI))
-    h = h.at[n_b : n_b + N_PHI, :n_b].set(h_bw.reshape(n_b, N_PHI).T)
-    h = h.at[n_b : n_b + N_PHI, n_b : n_b + N_PHI].set(h_ww)
-    h = h.at[n_b + N_PHI + idx[:, None], n_b + N_PHI + idx[None, :]].set(h_e)
+    h = h.at[n_prior + idx[:, None], n_prior + idx[None, :]].set(h_e)
     return g, h
 
 
@@ -808,7 +959,8 @@ def sample_posterior(
     per-lesion derivatives come from :func:`_louis_terms` (prior block in closed form, error block by
     forward-mode derivatives of the batched likelihood), batched over chains and lesions.
     """
-    theta = pack_theta(state.coef, state.omega2, state.error)
+    corr = _corr_of(state, config)
+    theta = pack_theta(state.coef, state.omega2, state.error, corr)
     mean_t = population_mean(state.coef, data).T
     w = data.lesion_mask.astype(state.phi.dtype)
     n_theta = theta.shape[0]
@@ -828,11 +980,12 @@ def sample_posterior(
             config,
             state.prop_mean,
             state.prop_cov,
+            corr,
         )
         s1 = s1 + jnp.mean(chain.phi, axis=1)
         s2 = s2 + jnp.stack([jnp.mean(chain.phi[k] * chain.phi[j], axis=0) for k, j in _PAIRS])
         if fisher:
-            g, h = _louis_terms(chain.phi, chain.log_v, mean_t, state.omega2, state.error, data, config, w)
+            g, h = _louis_terms(chain.phi, chain.log_v, state.coef, state.omega2, corr, state.error, data, config, w)
             g_sum = g_sum + jnp.mean(g, axis=0)
             # sum over lesions of the chain mean of g g^T, as one matrix product
             h_sum = h_sum + h + jnp.einsum("cnt,cns->ts", g, g) / n_chains
@@ -933,6 +1086,7 @@ def importance_loglik(
     *,
     df: float = 5.0,
     chunk: int = 10,
+    omega_corr: Array | None = None,
 ) -> tuple[Array, Array]:
     r"""Log-likelihood of each lesion by importance sampling (Monolix's method).
 
@@ -946,7 +1100,7 @@ def importance_loglik(
     With the full covariance the proposal follows the correlation of Kg, Kd and F in each lesion's
     conditional distribution, which makes the weights much less variable than with independent
     components. ``n_draws`` is rounded up to a multiple of ``chunk`` (draws evaluated at once: small
-    chunks keep the working set in cache).
+    chunks keep the working set in cache). ``omega_corr``: the correlations of a full :math:`\\Omega`.
 
     Returns
     -------
@@ -972,7 +1126,7 @@ def importance_loglik(
         )
         log_q = const - log_det - 0.5 * (df + N_PHI) * jnp.log1p((u[0] ** 2 + u[1] ** 2 + u[2] ** 2) / df)
         ll, _ = _loglik_at(_predict_t(phi_t, data), data, error, config)
-        log_w = ll + _log_prior_t(phi_t, mean_t, omega2) - log_q
+        log_w = ll + _log_prior_t(phi_t, mean_t, omega2, omega_corr) - log_q
         log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
         acc = jnp.logaddexp(acc, _logsumexp_draws(log_w))
         acc2 = jnp.logaddexp(acc2, _logsumexp_draws(2.0 * log_w))
@@ -1042,6 +1196,7 @@ def conditional_mode(
     *,
     n_steps: int = 50,
     tol: float = 1e-12,
+    omega_corr: Array | None = None,
 ) -> tuple[Array, Array]:
     """Each lesion's MAP of :math:`\\log p(y_i \\mid \\phi) + \\log p(\\phi)` by damped Newton steps.
 
@@ -1050,14 +1205,14 @@ def conditional_mode(
     definite (:func:`_newton_direction`). The search stops after ``n_steps`` steps, or earlier once
     every lesion is done: its last step, nearly undamped, was kept and improved the objective by less than
     ``tol`` (relative), or its damping reached its bound. Returns the modes (N, 3) and each lesion's final gradient norm
-    (a convergence check).
+    (a convergence check). ``omega_corr``: the correlations of a full :math:`\\Omega`.
     """
     mean = population_mean(coef, data)
 
     def f(phi: Array) -> Array:
         """Objective of every lesion, (N, 3) -> (N,); lesions do not interact."""
         ll, _ = _loglik(phi, data, error, config)
-        return -(ll + log_prior(phi, mean, omega2))
+        return -(ll + log_prior(phi, mean, omega2, omega_corr))
 
     def g(phi: Array) -> Array:
         # per-lesion gradients: the gradient of the sum, since lesion i's objective depends on phi_i only

@@ -43,6 +43,10 @@ class TGIModel:
         level against the most frequent level, the reference); numbers are continuous, centred at their
         mean over the fitted lesions (so ``kg_pop`` is the typical value of a lesion at the reference
         level and the mean covariate). Rows ``beta_<param>_<name>[_<level>]`` of ``population``.
+    covariance : {"diagonal", "full"}
+        Covariance of the random effects: ``"diagonal"`` (independent log Kg, log Kd, logit F, the
+        authors' model) or ``"full"`` (their correlations estimated too: rows ``corr_kg_kd``,
+        ``corr_kg_f``, ``corr_kd_f`` of ``population``, with Fisher SEs; 3 more parameters in AIC/BIC).
     kg, kd, f, omega_kg, omega_kd, omega_f, a, b : float
         Initial values (the authors' Monolix project: Kg = Kd = 0.01/day, F = 0.1, omegas 1, b = 0.3).
     n_explore, n_smooth : int
@@ -97,6 +101,7 @@ class TGIModel:
     limit_mm3: float | None = None
     covariates: Any = ()
     baseline_observation: Literal["keep", "drop"] = "keep"
+    covariance: Literal["diagonal", "full"] = "diagonal"
     kg: float = 0.01
     kd: float = 0.01
     f: float = 0.1
