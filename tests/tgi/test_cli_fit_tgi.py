@@ -50,3 +50,17 @@ def test_fit_tgi_bad_iterations(tmp_path, capsys):
     code = main(["fit-tgi", str(data), "--out", str(tmp_path / "out"), "--iterations", "many"])
     assert code == 2
     assert "--iterations" in capsys.readouterr().err
+
+
+def test_fit_tgi_covariance_option(tmp_path, capsys):
+    data = tmp_path / "data.csv"
+    _authors_layout(data, n_lesions=60)
+    code = main(["fit-tgi", str(data), "--out", str(tmp_path / "bad"), "--covariance", "unstructured"])
+    assert code == 2 and "--covariance must be diagonal or full" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+    out = tmp_path / "out"
+    code = main(["fit-tgi", str(data), "--out", str(out), "--format", "monolix", "--covariance", "full",
+                 "--iterations", "40,20"])
+    assert code == 0, capsys.readouterr().err
+    population = pd.read_csv(out / "population.csv")
+    assert {"corr_kg_kd", "corr_kg_f", "corr_kd_f"} <= set(population["parameter"])
