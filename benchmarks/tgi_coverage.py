@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, key in ROWS.items():
             truth = TRUTH[key]
             rows.append({"seed": seed, "parameter": name, "truth": truth, "estimate": pop.loc[name, "estimate"],
-                         "se": pop.loc[name, "se"], "ci_lower": pop.loc[name, "ci_lower"],
+                         "se": pop.loc[name, "se"], "se_mc": pop.loc[name, "se_mc"], "ci_lower": pop.loc[name, "ci_lower"],
                          "ci_upper": pop.loc[name, "ci_upper"], "seconds": secs,
                          "covered": bool(pop.loc[name, "ci_lower"] <= truth <= pop.loc[name, "ci_upper"])})
         print(f"seed {seed}: {secs:.1f} s ({i + 1}/{args.seeds})", flush=True)
@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         summary.append({"parameter": name, "n": n, "coverage": k / n if n else float("nan"), "coverage_lower": lo,
                         "coverage_upper": hi,
                         "bias_percent": float(100 * (ok["estimate"] / ok["truth"] - 1).mean()),
-                        "se_ratio": float(ok["se"].mean() / ok["estimate"].std(ddof=1)) if n > 1 else float("nan")})
+                        "se_ratio": float(ok["se"].mean() / ok["estimate"].std(ddof=1)) if n > 1 else float("nan"),
+                        "total_se_ratio": float(np.sqrt(ok["se"] ** 2 + ok["se_mc"].fillna(0.0) ** 2).mean()
+                                                / ok["estimate"].std(ddof=1)) if n > 1 else float("nan")})
     summary = pd.DataFrame(summary)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     total = time.perf_counter() - started

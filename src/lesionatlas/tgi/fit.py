@@ -298,7 +298,7 @@ def build_arrays(data: Any, spec: TGIModel) -> tuple[LesionArrays, dict[str, Any
 
 
 # ----------------------------------------------------------------------------- result
-_POP_COLUMNS = ["parameter", "estimate", "se", "rse_percent", "ci_lower", "ci_upper"]
+_POP_COLUMNS = ["parameter", "estimate", "se", "rse_percent", "se_mc", "ci_lower", "ci_upper"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -310,11 +310,14 @@ class TGIFit:
     spec : TGIModel
     seed : int
     population : DataFrame
-        ``parameter, estimate, se, rse_percent, ci_lower, ci_upper``; rows ``kg_pop, kd_pop, f_pop,
-        omega_kg, omega_kd, omega_f`` and the error parameters (``b``; ``a``; or both), as Monolix
-        names them. SEs from Louis' formula (stochastic approximation of the Fisher information) on the
-        normal scale, carried to the natural scale by the delta method; CIs for the typical values are
-        the normal-scale CIs transformed.
+        ``parameter, estimate, se, rse_percent, se_mc, ci_lower, ci_upper``; rows ``kg_pop, kd_pop,
+        f_pop, omega_kg, omega_kd, omega_f`` and the error parameters (``b``; ``a``; or both), as Monolix
+        names them. ``se`` from Louis' formula (stochastic approximation of the Fisher information, with
+        the upward bias of its E[g]E[g]^T term removed by batch means) on the normal scale, carried to
+        the natural scale by the delta method. ``se_mc`` is the Monte-Carlo error of the SAEM estimate
+        itself (the spread a rerun with another seed would show), propagated through the smoothing
+        phase's 1/k steps. The CIs use both, sqrt(se^2 + se_mc^2); for the typical values they are the
+        normal-scale CIs transformed.
     individual : DataFrame
         One row per lesion: ``lesion_id, v0_mm3, t0_day, n_obs``, the conditional mode (``kg, kd, f``),
         the conditional mean (``kg_mean, kd_mean, f_mean``, from the MCMC draws; see Notes), their
@@ -591,43 +594,118 @@ def _population_table(
     error_model: str,
     design: CovariateDesign | None = None,
     corr: np.ndarray | None = None,
+    cov_mc: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """Rows in Monolix's order: typical values, covariate coefficients (normal scale), omegas,
-    correlations (full covariance only), error."""
+    correlations (full covariance only), error. ``se`` from ``cov`` (the data's Fisher information),
+    ``se_mc`` from ``cov_mc`` (the Monte-Carlo error of the SAEM estimate), the CIs from their sum."""
     mu = coef[0]
     omega = np.sqrt(omega2)
     n_corr = 0 if corr is None else len(_CORR_NAMES)
     n_theta = coef.size + 3 + n_corr + 2
-    se_theta = np.full(n_theta, np.nan) if cov is None else np.sqrt(np.clip(np.diag(cov), 0, None))
+
+    def sd_of(c: np.ndarray | None) -> np.ndarray:
+        return np.full(n_theta, np.nan) if c is None else np.sqrt(np.clip(np.diag(c), 0, None))
+
+    se_theta, mc_theta = sd_of(cov), sd_of(cov_mc)
+    # the CI covers the truth with the error of the estimate as computed: statistical + Monte-Carlo
+    ci_theta = np.where(np.isfinite(mc_theta), np.sqrt(se_theta**2 + mc_theta**2), se_theta)
     z = 1.959963984540054
     rows = []
     for k, name in enumerate(PARAMETERS):
-        s = se_theta[k]
+        s, m, c = se_theta[k], mc_theta[k], ci_theta[k]
         if name == "f":
             est = 1.0 / (1.0 + math.exp(-mu[k]))
-            se = est * (1 - est) * s
-            lo, hi = (1.0 / (1.0 + math.exp(-(mu[k] - z * s))), 1.0 / (1.0 + math.exp(-(mu[k] + z * s))))
+            scale = est * (1 - est)
+            lo, hi = (1.0 / (1.0 + math.exp(-(mu[k] - z * c))), 1.0 / (1.0 + math.exp(-(mu[k] + z * c))))
         else:
             est = math.exp(mu[k])
-            se = est * s
-            lo, hi = math.exp(mu[k] - z * s), math.exp(mu[k] + z * s)
-        rows.append((f"{name}_pop", est, se, lo, hi))
-    for j, k, name in [] if design is None else design.coefficient_names:
-        s = se_theta[j * 3 + k]
-        rows.append((name, coef[j, k], s, coef[j, k] - z * s, coef[j, k] + z * s))
-    for k, name in enumerate(PARAMETERS):
-        s = se_theta[coef.size + k]
-        rows.append((f"omega_{name}", omega[k], s, omega[k] - z * s, omega[k] + z * s))
+            scale = est
+            lo, hi = math.exp(mu[k] - z * c), math.exp(mu[k] + z * c)
+        rows.append((f"{name}_pop", est, scale * s, scale * m, lo, hi))
+    linear = [(name, coef[j, k], j * 3 + k) for j, k, name in ([] if design is None else design.coefficient_names)]
+    linear += [(f"omega_{name}", omega[k], coef.size + k) for k, name in enumerate(PARAMETERS)]
+    for name, est, i in linear:
+        rows.append((name, est, se_theta[i], mc_theta[i], est - z * ci_theta[i], est + z * ci_theta[i]))
     for m, name in enumerate(_CORR_NAMES[:n_corr]):
-        s = se_theta[coef.size + 3 + m]
+        i = coef.size + 3 + m
         r = float(corr[m])
-        rows.append((name, r, s, max(-1.0, r - z * s), min(1.0, r + z * s)))
+        rows.append((name, r, se_theta[i], mc_theta[i], max(-1.0, r - z * ci_theta[i]), min(1.0, r + z * ci_theta[i])))
     for name, j in _error_names(error_model):
-        s = se_theta[coef.size + 3 + n_corr + j]
-        rows.append((name, error[j], s, error[j] - z * s, error[j] + z * s))
-    out = pd.DataFrame(rows, columns=["parameter", "estimate", "se", "ci_lower", "ci_upper"])
+        i = coef.size + 3 + n_corr + j
+        rows.append((name, error[j], se_theta[i], mc_theta[i], error[j] - z * ci_theta[i], error[j] + z * ci_theta[i]))
+    out = pd.DataFrame(rows, columns=["parameter", "estimate", "se", "se_mc", "ci_lower", "ci_upper"])
     out["rse_percent"] = 100.0 * out["se"] / out["estimate"].abs()
     return out[_POP_COLUMNS]
+
+
+def _mc_recursion(
+    i_obs: np.ndarray, i_c: np.ndarray, v: np.ndarray, gamma: np.ndarray, theta_trace: np.ndarray
+) -> np.ndarray:
+    """Monte-Carlo covariance of the SAEM estimate: the spread of the exploratory phase's end, carried
+    through the smoothing phase by the recursion SAEM's error follows near its limit.
+
+    Linearised about the fixed point, a smoothing iteration moves the estimate's error ``d`` by
+    ``gamma_k (-G d + eta_k)``: ``G = I_c^-1 I_obs`` (the complete-data information ``I_c`` is what the
+    M-step sees, the observed information ``I_obs`` what remains once the draws follow the estimate;
+    ``I - G`` is EM's rate matrix) and ``eta_k`` the M-step's response ``I_c^-1`` to the noise of the
+    draws' complete-data score, with long-run covariance ``Q = I_c^-1 v I_c^-1``. So
+    ``P <- (I - gamma_k G) P (I - gamma_k G)^T + gamma_k^2 Q`` over the smoothing phase's step sizes
+    (``gamma`` < 1), from ``P`` = the covariance of ``theta_trace`` (iterations x parameters) over the
+    second half of the exploratory phase (``gamma`` = 1): there the step is too fast for the draws to
+    follow the estimate, so that spread is measured, not modelled. With ``gamma_k = 1 / k`` the result
+    is about ``Q / (K (2 lambda - 1))`` for an eigenvalue ``lambda`` of ``G`` above 1/2 but decays only
+    like ``K^(-2 lambda)`` below it: there more smoothing iterations barely help and more chains do.
+    """
+    g = np.linalg.solve(i_c, i_obs)
+    q = np.linalg.solve(i_c, np.linalg.solve(i_c, v).T)
+    q = (q + q.T) / 2
+    explore = np.flatnonzero(gamma == 1.0)
+    tail = theta_trace[explore[len(explore) // 2 :]]
+    p = np.cov(tail, rowvar=False).reshape(len(g), len(g)) if len(tail) > 2 else np.zeros_like(q)
+    eye = np.eye(len(g))
+    for step in gamma[(gamma > 0.0) & (gamma < 1.0)]:
+        a = eye - step * g
+        p = a @ p @ a.T + step * step * q
+    return (p + p.T) / 2
+
+
+def _covariances(
+    fim: np.ndarray, complete: np.ndarray, lrv: np.ndarray, free: list[int], n_posterior_iter: int,
+    gamma: np.ndarray, theta_trace: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray | None, bool, bool]:
+    """Covariance of the estimate from the data (inverse Fisher information) and its Monte-Carlo part.
+
+    The Fisher information by Louis' formula is corrected for the upward bias of its
+    :math:`\\sum_i E[g_i] E[g_i]^T` term (``lrv / n_posterior_iter``, the Monte-Carlo variance of the
+    lesions' mean scores) when the corrected matrix stays positive definite. The Monte-Carlo covariance
+    of the SAEM estimate comes from :func:`_mc_recursion` with the step sizes ``gamma`` of the run.
+    Returns ``(cov, cov_mc, positive_definite, corrected)``; ``cov_mc`` is None when ``lrv`` is not finite.
+    """
+    n_theta = fim.shape[0]
+    sym = lambda a: (a + a.T) / 2  # noqa: E731
+    sub = sym(fim[np.ix_(free, free)])
+    i_c = sym(complete[np.ix_(free, free)])
+    v = sym(lrv[np.ix_(free, free)])
+    finite = bool(np.all(np.isfinite(v)) and np.all(np.isfinite(i_c)))
+    corrected = False
+    if finite:
+        adjusted = sub - v / n_posterior_iter
+        try:
+            if np.all(np.linalg.eigvalsh(adjusted) > 0):
+                sub, corrected = adjusted, True
+        except np.linalg.LinAlgError:
+            pass
+    cov = np.full((n_theta, n_theta), np.nan)
+    cov_mc = np.full((n_theta, n_theta), np.nan) if finite else None
+    try:
+        ok = bool(np.all(np.linalg.eigvalsh(sub) > 0))
+        cov[np.ix_(free, free)] = np.linalg.inv(sub)
+        if cov_mc is not None:
+            cov_mc[np.ix_(free, free)] = _mc_recursion(sub, i_c, v, gamma, theta_trace[:, free])
+    except np.linalg.LinAlgError:
+        return cov, cov_mc, False, corrected
+    return cov, cov_mc, ok, corrected
 
 
 def _trace_table(
@@ -654,6 +732,15 @@ def _trace_table(
     cols["n_clipped"] = info.n_clipped.astype(int)
     cols["complete_loglik"] = info.complete_loglik
     return pd.DataFrame(cols)
+
+
+def _theta_trace(infos: list[saem.SAEMInfo], full: bool) -> np.ndarray:
+    """``theta`` of every iteration (iterations x T), as :func:`saem.pack_theta` packs it."""
+    info = jax.tree_util.tree_map(lambda *xs: np.concatenate([np.asarray(x) for x in xs]), *infos)
+    coef = np.asarray(info.coef)
+    parts = [coef.reshape(len(coef), -1), np.sqrt(np.asarray(info.omega2))]
+    parts += [np.asarray(info.omega_corr)] if full else []
+    return np.concatenate(parts + [np.asarray(info.error)], axis=1)
 
 
 def _flat(info: saem.SAEMInfo, full: bool = False) -> np.ndarray:
@@ -790,22 +877,19 @@ def _fit_arrays(
     corr = np.asarray(state.omega_corr) if full else None
     corr_jnp = state.omega_corr if full else None
     n_corr = len(_CORR_NAMES) if full else 0
-    cov = None
+    cov = cov_mc = None
     fisher_ok = True
+    louis_corrected = False
     if spec.standard_errors:
         fim = np.asarray(post.fisher, dtype=float)
         free = [int(i) for i in np.flatnonzero(np.asarray(state.coef_mask).reshape(-1))]
         free += [coef.size + k for k in range(3 + n_corr)]
         free += [coef.size + 3 + n_corr + j for _, j in _error_names(spec.error_model)]
-        sub = fim[np.ix_(free, free)]
-        cov = np.full((fim.shape[0], fim.shape[0]), np.nan)
-        try:
-            evals = np.linalg.eigvalsh((sub + sub.T) / 2)
-            fisher_ok = bool(np.all(evals > 0))
-            cov[np.ix_(free, free)] = np.linalg.inv((sub + sub.T) / 2)
-        except np.linalg.LinAlgError:
-            fisher_ok = False
-    population = _population_table(coef, omega2, error, cov, spec.error_model, design, corr)
+        cov, cov_mc, fisher_ok, louis_corrected = _covariances(
+            fim, np.asarray(post.complete_info, dtype=float), np.asarray(post.score_lrv, dtype=float), free,
+            spec.n_posterior_iter, trace["gamma"].to_numpy(float), _theta_trace(infos, full),
+        )
+    population = _population_table(coef, omega2, error, cov, spec.error_model, design, corr, cov_mc)
     mode, grad_norm = saem.conditional_mode_jit(
         state.coef, state.omega2, state.error, data, post.phi_mean, config, n_steps=spec.n_mode_steps,
         omega_corr=corr_jnp,
@@ -870,6 +954,7 @@ def _fit_arrays(
         "n_clipped_final": int(np.asarray(n_clipped)[:n].sum()),
         "n_clipped_max_iteration": int(trace["n_clipped"].max()),
         "fisher_positive_definite": fisher_ok,
+        "louis_bias_corrected": louis_corrected,
         "shrinkage_mode_percent": dict(zip(PARAMETERS, (100 * shrink_mode).round(4).tolist())),
         "shrinkage_mean_percent": dict(zip(PARAMETERS, (100 * shrink_mean).round(4).tolist())),
         "mode_max_gradient": float(np.max(np.asarray(grad_norm))),

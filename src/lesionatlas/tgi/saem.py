@@ -925,6 +925,7 @@ def _louis_terms(
 
 
 _PAIRS = ((0, 0), (1, 1), (2, 2), (0, 1), (0, 2), (1, 2))  # entries of a symmetric 3 x 3 matrix
+N_SCORE_BATCHES = 4  # batches of the posterior phase for the long-run covariance of the score
 
 
 class PosteriorSummary(NamedTuple):
@@ -936,6 +937,9 @@ class PosteriorSummary(NamedTuple):
     phi_last: Array  # (C, N, 3) last draws (to continue sampling)
     fisher: Array  # (T, T) observed Fisher information by Louis' formula (T = len(theta))
     n_draws: Array  # draws per lesion
+    score_lrv: Array  # (T, T) long-run covariance of the complete-data score per iteration (batch means)
+    complete_info: Array  # (T, T) -E[Hessian of the complete log-likelihood], summed over lesions
+    score_mean: Array  # (T,) the complete-data score summed over lesions, averaged over the draws
 
 
 def sample_posterior(
@@ -958,6 +962,15 @@ def sample_posterior(
     the conditional distribution of :math:`\phi_i`, approximated by the draws of all chains. The
     per-lesion derivatives come from :func:`_louis_terms` (prior block in closed form, error block by
     forward-mode derivatives of the batched likelihood), batched over chains and lesions.
+
+    ``score_lrv`` is :math:`\sum_i` of the long-run (time-average) covariance of lesion i's chain-mean
+    score :math:`\bar g_{ik}` per iteration, by batch means over ``N_SCORE_BATCHES`` equal batches
+    (NaN when ``n_iter < 10 N_SCORE_BATCHES``): the Monte-Carlo covariance of the score averaged over K
+    iterations of these kernels is ``score_lrv / K``. It serves twice: the :math:`E[\partial l_i]
+    E[\partial l_i]^T` term above, estimated from ``n_iter`` correlated draws, is biased upwards by
+    ``score_lrv / n_iter``; and the Monte-Carlo error of the SAEM estimate itself is
+    :math:`I^{-1} (\mathrm{lrv} \sum_k w_k^2) I^{-1}` with :math:`w_k` the weights of the smoothing
+    phase's average (see :mod:`lesionatlas.tgi.fit`).
     """
     corr = _corr_of(state, config)
     theta = pack_theta(state.coef, state.omega2, state.error, corr)
@@ -966,8 +979,11 @@ def sample_posterior(
     n_theta = theta.shape[0]
     n_chains = state.phi.shape[1]
 
+    n_batches = N_SCORE_BATCHES if n_iter >= 10 * N_SCORE_BATCHES else 0
+    batch_len = n_iter // N_SCORE_BATCHES
+
     def body(carry, k: Array):
-        chain, s1, s2, g_sum, h_sum = carry
+        chain, s1, s2, g_sum, h_sum, hc_sum, batch = carry
         chain, _ = _kernels(
             jax.random.fold_in(key, k),
             chain,
@@ -986,10 +1002,21 @@ def sample_posterior(
         s2 = s2 + jnp.stack([jnp.mean(chain.phi[k] * chain.phi[j], axis=0) for k, j in _PAIRS])
         if fisher:
             g, h = _louis_terms(chain.phi, chain.log_v, state.coef, state.omega2, corr, state.error, data, config, w)
-            g_sum = g_sum + jnp.mean(g, axis=0)
+            g_bar = jnp.mean(g, axis=0)
+            g_sum = g_sum + g_bar
             # sum over lesions of the chain mean of g g^T, as one matrix product
             h_sum = h_sum + h + jnp.einsum("cnt,cns->ts", g, g) / n_chains
-        return (chain, s1, s2, g_sum, h_sum), None
+            hc_sum = hc_sum + h
+            if n_batches:
+                current, batched, outer = batch
+                current = current + g_bar
+                close = ((k + 1) % batch_len == 0) & (k < n_batches * batch_len)
+                m = current / batch_len
+                outer = outer + jnp.where(close, m.T @ m, 0.0)
+                batched = batched + jnp.where(close, current, 0.0)
+                current = jnp.where(close, 0.0, current)
+                batch = (current, batched, outer)
+        return (chain, s1, s2, g_sum, h_sum, hc_sum, batch), None
 
     n = state.phi.shape[2]
     dtype = state.phi.dtype
@@ -999,8 +1026,10 @@ def sample_posterior(
         jnp.zeros((len(_PAIRS), n), dtype),
         jnp.zeros((n, n_theta), dtype),
         jnp.zeros((n_theta, n_theta), dtype),
+        jnp.zeros((n_theta, n_theta), dtype),
+        (jnp.zeros((n, n_theta), dtype), jnp.zeros((n, n_theta), dtype), jnp.zeros((n_theta, n_theta), dtype)),
     )
-    (chain, s1, s2, g_sum, h_sum), _ = jax.lax.scan(body, init_carry, jnp.arange(n_iter))
+    (chain, s1, s2, g_sum, h_sum, hc_sum, batch), _ = jax.lax.scan(body, init_carry, jnp.arange(n_iter))
     n_draws = jnp.asarray(n_iter * n_chains, dtype)
     phi_mean = s1.T / n_iter
     second = s2 / n_iter
@@ -1011,6 +1040,13 @@ def sample_posterior(
     phi_sd = jnp.sqrt(jnp.maximum(jnp.diagonal(cov, axis1=1, axis2=2), 0.0))
     g_mean = g_sum / n_iter
     info = -h_sum / n_iter + g_mean.T @ g_mean
+    if n_batches and fisher:
+        _, batched, outer = batch
+        m_bar = batched / (n_batches * batch_len)
+        # sum over lesions of the batch means' scatter about their mean, times the batch length / (B - 1)
+        lrv = (outer - n_batches * (m_bar.T @ m_bar)) * batch_len / (n_batches - 1)
+    else:
+        lrv = jnp.full((n_theta, n_theta), jnp.nan, dtype)
     return PosteriorSummary(
         phi_mean=phi_mean,
         phi_sd=phi_sd,
@@ -1018,6 +1054,9 @@ def sample_posterior(
         phi_last=jnp.moveaxis(chain.phi, 0, -1),
         fisher=info,
         n_draws=n_draws,
+        score_lrv=lrv,
+        complete_info=-hc_sum / n_iter,
+        score_mean=jnp.sum(g_mean, axis=0),
     )
 
 
