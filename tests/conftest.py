@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import os
 import shutil
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SDTM_DIR = REPO.parent / "shared" / "data" / "sdtm_onco"
+
+# The command line keeps compiled programs in ~/.cache/lesionatlas; the tests that call it in process must
+# not write there (tests/test_cache.py turns the cache on in subprocesses, in their own folders).
+os.environ["LESIONATLAS_CACHE_DIR"] = "off"
 
 
 @pytest.fixture

@@ -196,9 +196,17 @@ def _cohort_overrides(format=None, organ_map=None, id=None, time=None, dv=None, 
     return {"cohort": values} if values else {}
 
 
+def _compilation_cache() -> None:
+    """Keep compiled JAX programs between runs (:mod:`lesionatlas.cache`; LESIONATLAS_CACHE_DIR=off: no)."""
+    from .cache import enable_compilation_cache
+
+    enable_compilation_cache()
+
+
 def _run_pipeline(data: Path, out: Path, cfg, from_stage: Optional[str], quiet: bool):
     from . import pipeline
 
+    _compilation_cache()
     err = _console(stderr=True)
     if quiet:
         return pipeline.run(data, out, cfg, from_stage=from_stage, quiet=True)
@@ -435,6 +443,7 @@ def fit_tgi_command(
         if covariance not in ("diagonal", "full"):
             raise ConfigError(f"--covariance must be diagonal or full; got {covariance!r}", code="bad-option")
         spec = dataclasses.replace(spec, covariance=covariance)
+    _compilation_cache()
     err = _console(stderr=True)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
