@@ -35,10 +35,10 @@ def test_residual_table(fit):
     table = fit.residuals()
     assert list(table.columns) == [
         "lesion_id", "day", "observed_mm3", "below_limit", "lower_limit_mm3", "pred_mm3", "ipred_mm3",
-        "imputed_mm3", "iwres", "npd", "npde",
+        "imputed_mm3", "iwres", "npd", "npde", "cnpde",
     ]
     assert len(table) == fit.n_obs
-    assert table[["pred_mm3", "ipred_mm3", "iwres", "npde", "npd"]].notna().all().all()
+    assert table[["pred_mm3", "ipred_mm3", "iwres", "npde", "npd", "cnpde"]].notna().all().all()
     # censored rows are imputed inside their interval (M3: below the limit); the others are untouched
     cens = table["below_limit"]
     assert (table.loc[cens, "imputed_mm3"] <= table.loc[cens, "observed_mm3"]).all()
@@ -49,6 +49,79 @@ def test_residual_table(fit):
     assert abs(table["iwres"].mean()) < 0.2 and 0.65 < table["iwres"].std() < 1.15
     # cached: a second call returns the same numbers without recomputing
     assert fit.residuals().equals(table)
+
+
+def _by_scan(table):
+    table = table.sort_values(["lesion_id", "day"]).copy()
+    table["scan"] = table.groupby("lesion_id").cumcount()
+    return table
+
+
+def test_conditional_npde_stays_calibrated_when_scans_stop_at_progression(fit):
+    """The simulator stops scanning a lesion at progression: late observations are those of lesions that
+    did not grow, so their NPD sit below 0 and the NPDE are too narrow even for a well-specified model;
+    the conditional NPDE (each row given the lesion's earlier rows) stay N(0, 1) and uncorrelated."""
+    table = _by_scan(fit.residuals())
+    late = table[table["scan"] >= 3]
+    assert len(late) > 500
+    assert late["npd"].mean() < -0.15  # seen -0.29: the design, not the model
+    assert abs(late["cnpde"].mean()) < 0.12 and 0.9 < late["cnpde"].std() < 1.1  # seen -0.005, 1.01
+    assert abs(table["cnpde"].mean()) < 0.08 and 0.93 < table["cnpde"].std() < 1.07
+    previous = table.groupby("lesion_id")["cnpde"].shift()
+    assert abs(np.corrcoef(table["cnpde"][previous.notna()], previous.dropna())[0, 1]) < 0.1  # seen 0.04
+    # at the first scan nothing conditions the prediction: the same probability as the simulated NPD
+    first = table[(table["scan"] == 0) & ~table["below_limit"]]
+    assert np.corrcoef(first["npd"], first["cnpde"])[0, 1] > 0.97  # seen 0.991
+
+
+def test_conditional_npde_flags_a_wrong_model(fit):
+    import dataclasses
+
+    def altered(name, factor):
+        pop = fit.population.copy()
+        pop.loc[pop["parameter"] == name, "estimate"] *= factor
+        return dataclasses.replace(fit, population=pop).residuals()["cnpde"]
+
+    assert altered("kg_pop", 2.0).mean() < -0.25  # seen -0.41 (the NPDE's mean stayed at -0.01)
+    assert altered("b", 0.5).std() > 1.3  # seen 1.48
+
+
+def test_conditional_probabilities_match_brute_force(fit):
+    """P(Y_j <= y_j | earlier rows) of a few lesions against 400,000 draws from the population distribution
+    weighted by the likelihood of the earlier rows, written out with the simulator's formula."""
+    from scipy.stats import norm
+    from tgi_simulate import true_volume
+
+    from lesionatlas.tgi.diagnostics import _conditional_pd, _design
+
+    d = _design(fit)
+    pd_is = _conditional_pd(fit, d, np.random.default_rng(3), 4000)
+    pop = fit.population.set_index("parameter")["estimate"]
+    mu, omega, b = fit.typical_phi(), pop[["omega_kg", "omega_kd", "omega_f"]].to_numpy(float), pop["b"]
+    rng = np.random.default_rng(4)
+    checked = 0
+    for lesion in range(60):
+        rows = np.flatnonzero(d.lesion == lesion)
+        rows = rows[np.argsort(d.t[rows])]
+        if len(rows) < 3 or d.censored[rows[2]]:
+            continue
+        phi = mu[lesion] + omega * rng.standard_normal((400_000, 3))
+        kg, kd, f = np.exp(phi[:, 0]), np.exp(phi[:, 1]), 1 / (1 + np.exp(-phi[:, 2]))
+        log_w = np.zeros(len(phi))
+        for j, row in enumerate(rows[:3]):
+            v = true_volume(d.t[row], kg, kd, f, np.exp(d.log_v0[row]), d.t0[row])
+            if j == 2:
+                w = np.exp(log_w - log_w.max())
+                exact = float(np.sum(w * norm.cdf((d.y[row] - v) / (b * v))) / w.sum())
+                assert abs(pd_is[row] - exact) < 0.03, (lesion, pd_is[row], exact)
+            elif d.censored[row]:
+                log_w += norm.logcdf((d.y[row] - v) / (b * v))
+            else:
+                log_w += norm.logpdf((d.y[row] - v) / (b * v)) - np.log(b * v)
+        checked += 1
+        if checked == 6:
+            break
+    assert checked == 6
 
 
 def test_simulations_are_seeded(fit):
@@ -96,6 +169,7 @@ def test_plots_return_axes_and_figures(fit):
 
     assert isinstance(fit.plot_observed_vs_predicted(kind="population"), Axes)
     assert isinstance(fit.plot_residuals(x="prediction", kind="npde"), Axes)
+    assert fit.plot_residuals(kind="cnpde").get_ylabel() == "conditional NPDE"
     assert isinstance(fit.plot_vpc(), Axes)
     assert isinstance(fit.plot_vpc_censored(), Axes)
     trace = fit.plot_trace()

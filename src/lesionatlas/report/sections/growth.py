@@ -606,16 +606,18 @@ def _diagnostics_section(fit: Any) -> Section:
     section.figure("tgi_observed_vs_predicted", "Observed vs predicted volumes", fig,
                    "Log-log axes; black line: identity; dashed: the limit. Population predictions use the typical "
                    "parameters with each lesion's V0 and T0; individual predictions the conditional modes.")
-    fig, axes = new_figure(11.0, 8.5, nrows=2, ncols=2)
-    fit.plot_residuals(axes[0, 0], x="day", kind="iwres")
-    fit.plot_residuals(axes[0, 1], x="prediction", kind="iwres")
-    fit.plot_residuals(axes[1, 0], x="day", kind="npde")
-    fit.plot_residuals(axes[1, 1], x="prediction", kind="npde")
-    section.figure("tgi_residuals", "Residuals: IWRES and NPDE", fig,
-                   "Individual weighted residuals and normalised prediction distribution errors against time and "
-                   "prediction; lines at 0 and ±1.96. About 95% of points should lie between the dashed lines, "
-                   "with no trend. Rare extreme residuals are drawn on the plot's edge (black triangles; their "
-                   "number and the largest are given under the axis).")
+    fig, axes = new_figure(11.0, 12.5, nrows=3, ncols=2)
+    for row, kind in enumerate(("iwres", "npde", "cnpde")):
+        fit.plot_residuals(axes[row, 0], x="day", kind=kind)
+        fit.plot_residuals(axes[row, 1], x="prediction", kind=kind)
+    section.figure("tgi_residuals", "Residuals: IWRES, NPDE and conditional NPDE", fig,
+                   "Individual weighted residuals, normalised prediction distribution errors and conditional NPDE "
+                   "against time and prediction; lines at 0 and ±1.96. About 95% of points should lie between the "
+                   "dashed lines, with no trend. Scans stop at progression, so late observations are those of "
+                   "lesions that did not grow: the NPDE drift there even for a right model, the conditional NPDE "
+                   "(each observation against its prediction given the lesion's earlier ones) do not. Rare extreme "
+                   "residuals are drawn on the plot's edge (black triangles; their number and the largest are "
+                   "given under the axis).")
     fig, axes = new_figure(11.0, 4.8, ncols=2, width_ratios=[1.6, 1])
     fit.plot_vpc(axes[0])
     fit.plot_vpc_censored(axes[1])
@@ -639,6 +641,8 @@ def _diagnostics_section(fit: Any) -> Section:
     section.facts([
         ("mean NPDE (expected 0)", f"{residuals['npde'].mean():.3f}"),
         ("SD of NPDE (expected 1)", f"{residuals['npde'].std():.3f}"),
+        ("mean conditional NPDE (expected 0)", f"{residuals['cnpde'].mean():.3f}"),
+        ("SD of conditional NPDE (expected 1)", f"{residuals['cnpde'].std():.3f}"),
         ("IWRES outside ±1.96", f"{100 * (residuals['iwres'].abs() > 1.959963984540054).mean():.1f}%"),
     ])
     return section
