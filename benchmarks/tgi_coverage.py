@@ -48,12 +48,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-chains", type=int, default=None, help="chains per lesion (default: the model's)")
     parser.add_argument("--n-independent-kernel", type=int, default=None,
                         help="moves of the independence sampler per iteration (default: the model's)")
+    parser.add_argument("--auto-stop", action="store_true",
+                        help="end the exploratory phase when the trajectories are flat (TGIModel.auto_stop)")
     args = parser.parse_args(argv)
 
     from lesionatlas.tgi import TGIModel
 
     options = {k: v for k, v in (("n_smooth", args.n_smooth), ("n_chains", args.n_chains),
                                  ("n_independent_kernel", args.n_independent_kernel)) if v is not None}
+    if args.auto_stop:
+        options["auto_stop"] = True
     spec = TGIModel(baseline_observation="drop", n_is_draws=0, **options)
     rows = []
     started = time.perf_counter()
@@ -70,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"seed": seed, "parameter": name, "truth": truth, "estimate": pop.loc[name, "estimate"],
                          "se": pop.loc[name, "se"], "se_mc": pop.loc[name, "se_mc"], "ci_lower": pop.loc[name, "ci_lower"],
                          "ci_upper": pop.loc[name, "ci_upper"], "seconds": secs,
+                         "n_explore": fit.diagnostics["n_explore"],
                          "covered": bool(pop.loc[name, "ci_lower"] <= truth <= pop.loc[name, "ci_upper"])})
         print(f"seed {seed}: {secs:.1f} s ({i + 1}/{args.seeds})", flush=True)
     table = pd.DataFrame(rows)
@@ -87,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     summary = pd.DataFrame(summary)
     print(summary.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     total = time.perf_counter() - started
-    print(f"{args.seeds} fits of {args.lesions} lesions in {total:.0f} s")
+    explore = table.groupby("seed")["n_explore"].first()
+    print(f"{args.seeds} fits of {args.lesions} lesions in {total:.0f} s; exploratory iterations "
+          f"{explore.mean():.0f} on average ({explore.min()}-{explore.max()})")
     OUT.mkdir(exist_ok=True)
     stem = "tgi_coverage" + "".join(f"_{k}{v}" for k, v in options.items())
     table.to_csv(OUT / f"{stem}.csv", index=False)
