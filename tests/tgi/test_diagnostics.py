@@ -86,25 +86,46 @@ def test_conditional_npde_flags_a_wrong_model(fit):
     assert altered("b", 0.5).std() > 1.3  # seen 1.48
 
 
-def test_conditional_probabilities_match_brute_force(fit):
+@pytest.fixture(scope="module")
+def limit_fit() -> TGIFit:
+    """The same lesions with Monolix LIMIT censoring: a censored row lies in [100, 200] or [0, 100] mm3."""
+    return SPEC.fit(Cohort.from_tables(*simulate(400, seed=21, interval_lower=100.0).tables()), seed=0)
+
+
+def test_conditional_npde_with_interval_censoring(limit_fit):
+    """Interval-censored rows condition the later ones by the probability of their interval (a copy of
+    that log-difference of CDFs in numpy gave NaN here); the conditional NPDE stay N(0, 1)."""
+    table = _by_scan(limit_fit.residuals())
+    assert table["below_limit"].sum() > 150 and np.isfinite(table["lower_limit_mm3"]).sum() == table["below_limit"].sum()
+    assert np.isfinite(table["cnpde"]).all()
+    assert abs(table["cnpde"].mean()) < 0.08 and 0.93 < table["cnpde"].std() < 1.07
+    after = table.groupby("lesion_id")["below_limit"].transform(lambda c: c.shift(fill_value=False).cummax())
+    assert after.sum() > 100  # rows that follow an interval-censored row of their lesion
+    assert abs(table.loc[after, "cnpde"].mean()) < 0.15 and 0.85 < table.loc[after, "cnpde"].std() < 1.15
+
+
+@pytest.mark.parametrize("which", ["fit", "limit_fit"])
+def test_conditional_probabilities_match_brute_force(which, request):
     """P(Y_j <= y_j | earlier rows) of a few lesions against 400,000 draws from the population distribution
-    weighted by the likelihood of the earlier rows, written out with the simulator's formula."""
+    weighted by the likelihood of the earlier rows, written out with the simulator's formula (censored
+    rows: the probability of (-inf, limit] or of [LIMIT, limit])."""
     from scipy.stats import norm
     from tgi_simulate import true_volume
 
     from lesionatlas.tgi.diagnostics import _conditional_pd, _design
 
+    fit = request.getfixturevalue(which)
     d = _design(fit)
     pd_is = _conditional_pd(fit, d, np.random.default_rng(3), 4000)
     pop = fit.population.set_index("parameter")["estimate"]
     mu, omega, b = fit.typical_phi(), pop[["omega_kg", "omega_kd", "omega_f"]].to_numpy(float), pop["b"]
     rng = np.random.default_rng(4)
-    checked = 0
-    for lesion in range(60):
+    checked = n_censored_before = 0
+    for lesion in range(200):
         rows = np.flatnonzero(d.lesion == lesion)
         rows = rows[np.argsort(d.t[rows])]
-        if len(rows) < 3 or d.censored[rows[2]]:
-            continue
+        if len(rows) < 3 or d.censored[rows[2]] or (checked >= 3 and not d.censored[rows[:2]].any()):
+            continue  # half of the lesions checked have a censored row among the conditioning ones
         phi = mu[lesion] + omega * rng.standard_normal((400_000, 3))
         kg, kd, f = np.exp(phi[:, 0]), np.exp(phi[:, 1]), 1 / (1 + np.exp(-phi[:, 2]))
         log_w = np.zeros(len(phi))
@@ -115,13 +136,17 @@ def test_conditional_probabilities_match_brute_force(fit):
                 exact = float(np.sum(w * norm.cdf((d.y[row] - v) / (b * v))) / w.sum())
                 assert abs(pd_is[row] - exact) < 0.03, (lesion, pd_is[row], exact)
             elif d.censored[row]:
-                log_w += norm.logcdf((d.y[row] - v) / (b * v))
+                z_hi, z_lo = (d.y[row] - v) / (b * v), (d.lower[row] - v) / (b * v)  # z_lo -inf for M3
+                prob = np.where(z_lo > 0, norm.sf(z_lo) - norm.sf(z_hi), norm.cdf(z_hi) - norm.cdf(z_lo))
+                with np.errstate(divide="ignore"):  # a draw whose interval has probability 0 gets no weight
+                    log_w += np.log(prob)
             else:
                 log_w += norm.logpdf((d.y[row] - v) / (b * v)) - np.log(b * v)
         checked += 1
+        n_censored_before += bool(d.censored[rows[:2]].any())
         if checked == 6:
             break
-    assert checked == 6
+    assert checked == 6 and n_censored_before >= 3
 
 
 def test_simulations_are_seeded(fit):

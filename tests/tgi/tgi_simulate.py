@@ -49,13 +49,17 @@ class Simulated:
         ids = [f"L{i:04d}" for i in range(n)]
         lesions = pd.DataFrame({"lesion_id": ids, "patient_id": [f"P{i // 2:04d}" for i in range(n)], "kind": "target"})
         patients = pd.DataFrame({"patient_id": sorted(set(lesions["patient_id"]))})
+        interval = bool(np.isfinite(self.lower).any())  # then a censored row holds its interval's bounds
         rows = []
         for i in range(n):
-            rows.append((ids[i], self.t0[i], self.v0[i], False))
+            rows.append((ids[i], self.t0[i], self.v0[i], False, np.nan))
             for j in np.flatnonzero(self.obs_mask[i]):
                 cens = bool(self.censored[i, j])
-                rows.append((ids[i], self.t[i, j], 150.0 if cens else self.y[i, j], cens))
-        measurements = pd.DataFrame(rows, columns=["lesion_id", "day", "volume_mm3", "below_limit"])
+                value = self.y[i, j] if interval or not cens else 150.0
+                rows.append((ids[i], self.t[i, j], value, cens, self.lower[i, j] if cens and interval else np.nan))
+        measurements = pd.DataFrame(rows, columns=["lesion_id", "day", "volume_mm3", "below_limit", "lower_limit_mm3"])
+        if not interval:
+            measurements = measurements.drop(columns="lower_limit_mm3")
         return patients, lesions, measurements
 
 
@@ -70,7 +74,11 @@ def simulate(
     v0_median: float = 3000.0,
     v0_log_sd: float = 1.0,
 ) -> Simulated:
-    """Simulate ``n_lesions`` lesions; censored rows hold ``limit`` in ``y`` (Monolix style)."""
+    """Simulate ``n_lesions`` lesions; censored rows hold ``limit`` in ``y`` (Monolix style).
+
+    With ``interval_lower`` a censored row is an interval as with a Monolix LIMIT column: ``[interval_lower,
+    limit]`` where the value is at least ``interval_lower``, else ``[0, interval_lower]``.
+    """
     tr = dict(TRUTH if truth is None else truth)
     rng = np.random.default_rng(seed)
     mu = np.log([tr["kg"], tr["kd"]]).tolist() + [np.log(tr["f"] / (1 - tr["f"]))]
@@ -100,10 +108,16 @@ def simulate(
             if obs > 2.2 * nadir:  # progression: scanning stops
                 break
     censored = mask & (y < limit)
-    y = np.where(censored, limit, y)
-    y = np.where(mask, y, 1.0)
-    lower = np.full_like(y, -np.inf) if interval_lower is None else np.full_like(y, interval_lower)
+    if interval_lower is None:  # M3: below the limit
+        lower = np.full_like(y, -np.inf)
+        upper = np.full_like(y, limit)
+    else:  # Monolix LIMIT: [interval_lower, limit] or, below interval_lower, [0, interval_lower]
+        high = y >= interval_lower
+        lower = np.where(high, interval_lower, 0.0)
+        upper = np.where(high, limit, interval_lower)
     lower = np.where(censored, lower, -np.inf)
+    y = np.where(censored, upper, y)
+    y = np.where(mask, y, 1.0)
     return Simulated(t=t, y=y, lower=lower, censored=censored, obs_mask=mask, v0=v0, t0=t0, phi=phi, truth=tr)
 
 

@@ -59,14 +59,19 @@ from __future__ import annotations
 import math
 import zlib
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from ..config import DEFAULT_LIMIT_MM3
 from ..errors import ConfigError, DataError
+from .likelihood import observation_loglik, observation_terms, row_sum
+from .model import cell_log_volume, lesion_terms, log1p_unit
 
 if TYPE_CHECKING:  # pragma: no cover
     from .fit import TGIFit
@@ -296,26 +301,94 @@ def _npde(d: _Design, sims: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
     return npd, npde, y_imp
 
 
-def _lesion_blocks(lesion: np.ndarray, t: np.ndarray, max_cells: int):
-    """Rows grouped by lesion in time order, as padded blocks: yields ``(lesions, rows, valid)`` with
-    ``rows`` (g, m) indices into the observation rows (0 where padded) and ``valid`` its mask; each block
-    holds at most about ``max_cells`` row-slots and lesions of similar length (sorted by their count)."""
+def _lesion_chunks(lesion: np.ndarray, t: np.ndarray, max_cells: int, max_lesions: int):
+    """Observation rows in lesion and time order, cut into chunks of whole lesions: yields ``(rows,
+    cell_lesion, lesions, longest)``, ``rows`` the chunk's rows (at most ``max_cells``, unless one lesion has
+    more), ``cell_lesion`` each row's lesion as an index into ``lesions`` (at most ``max_lesions``), and
+    ``longest`` the largest number of rows of one lesion."""
     order = np.lexsort((t, lesion))
     les_sorted = lesion[order]
     starts = np.flatnonzero(np.r_[True, les_sorted[1:] != les_sorted[:-1]])
     counts = np.diff(np.r_[starts, len(order)])
-    by_count = np.argsort(counts, kind="stable")
-    g0 = 0
-    while g0 < len(by_count):  # ascending counts: a block's longest lesion is its last
-        g1 = g0 + 1
-        while g1 < len(by_count) and (g1 + 1 - g0) * counts[by_count[g1]] <= max_cells:
-            g1 += 1
-        pick = by_count[g0:g1]
-        offset = np.arange(int(counts[pick].max()))
-        valid = offset[None, :] < counts[pick][:, None]
-        rows = np.where(valid, order[np.minimum(starts[pick][:, None] + offset, len(order) - 1)], 0)
-        yield les_sorted[starts[pick]], rows, valid
-        g0 = g1
+    ends = np.cumsum(counts)
+    i = 0
+    while i < len(starts):
+        first_row = ends[i] - counts[i]
+        j = int(np.searchsorted(ends, first_row + max_cells, side="right"))
+        j = max(i + 1, min(j, i + max_lesions))
+        yield (order[first_row:ends[j - 1]], np.repeat(np.arange(j - i), counts[i:j]), les_sorted[starts[i:j]],
+               int(counts[i:j].max()))
+        i = j
+
+
+_T_DF = 5.0  # degrees of freedom of the Student-t part of the conditional NPDE's proposal
+_T_CONST = math.lgamma((_T_DF + 3) / 2) - math.lgamma(_T_DF / 2) - 1.5 * math.log(_T_DF * math.pi)
+_LOG_LIK_FLOOR = -1e5  # per row: a draw this far off has no weight, and the sums of the scan stay exact
+
+
+def _ndtr(z: jax.Array) -> jax.Array:
+    return 0.5 * jax.lax.erfc(z * (-1.0 / math.sqrt(2.0)))
+
+
+@jax.jit
+def _proposal_terms(z, chi, from_prior, centre, spread, mu, chol, chol_inv, log_v0, t0):
+    """Draws of the defensive-mixture proposal of each lesion and their importance weights.
+
+    ``z`` (3, L, K) standard normals, ``chi`` (L, K) chi-square (``_T_DF``) draws, ``from_prior`` (L, K): the
+    draw comes from the population distribution (``mu + chol z``), otherwise from the Student-t around
+    ``centre`` with scales ``spread`` (each (3, L)). Returns (L, 6, K): the lesion terms of
+    :func:`~lesionatlas.tgi.model.lesion_terms` (``kg, kd, log f, log 1-f, base``) and the log weight
+    log(population density / proposal density). Parameter-major, the 3x3 products written out.
+    """
+    scale = jnp.sqrt(_T_DF / chi)
+    phi = [jnp.where(from_prior, mu[i][:, None] + sum(chol[i, j] * z[j] for j in range(i + 1)),
+                     centre[i][:, None] + spread[i][:, None] * z[i] * scale) for i in range(3)]
+    diff = [phi[i] - mu[i][:, None] for i in range(3)]
+    dev = [sum(chol_inv[i, j] * diff[j] for j in range(i + 1)) for i in range(3)]
+    log_det = jnp.log(chol[0, 0]) + jnp.log(chol[1, 1]) + jnp.log(chol[2, 2])
+    log_prior = -0.5 * (dev[0] ** 2 + dev[1] ** 2 + dev[2] ** 2) - log_det - 1.5 * math.log(2 * math.pi)
+    u2 = sum(((phi[i] - centre[i][:, None]) / spread[i][:, None]) ** 2 for i in range(3))
+    log_t = _T_CONST - jnp.sum(jnp.log(spread), axis=0)[:, None] - (_T_DF + 3) / 2 * jnp.log1p(u2 / _T_DF)
+    log_q = jnp.maximum(log_prior, log_t) + log1p_unit(jnp.exp(-jnp.abs(log_prior - log_t))) + math.log(0.5)
+    kg, kd, log_f, log_1mf, base = lesion_terms(phi[0], phi[1], phi[2], log_v0[:, None], t0[:, None])
+    return jnp.stack([kg, kd, log_f, log_1mf, base, log_prior - log_q], axis=1)
+
+
+@partial(jax.jit, static_argnames=("error_model", "max_relative_residual", "interval"))
+def _cell_terms(per_lesion, cell_lesion, t, y, lower, censored, valid, log_v0, t0, error, *, error_model,
+                max_relative_residual, interval):
+    """Per row (C) and draw (K): the log-likelihood (as the fit computes it, censored rows by the
+    probability of their interval, padding 0), the draw's log weight, and the predictive probabilities
+    :math:`P(Y \\le y)` (of the upper bound for a censored row) and, with ``interval``, of the lower bound."""
+    g = [per_lesion[:, i][cell_lesion] for i in range(6)]
+    lv = cell_log_volume(t[:, None], *g[:4], log_v0[:, None], t0[:, None], g[4])
+    low = lower[:, None] if interval else None
+    ll, _ = observation_loglik(lv, y[:, None], low, censored[:, None], error, error_model=error_model,
+                               max_relative_residual=max_relative_residual)
+    ll = jnp.where(valid[:, None], jnp.maximum(ll, _LOG_LIK_FLOOR), 0.0)
+    terms = observation_terms(lv, y[:, None], low, censored[:, None], error, error_model=error_model,
+                              max_relative_residual=math.inf)  # the predictive distribution: no outlier floor
+    p_lower = jnp.where(jnp.isfinite(terms.z_lower), _ndtr(terms.z_lower), 0.0) if interval else None
+    return ll, g[5], _ndtr(terms.z), p_lower
+
+
+@partial(jax.jit, static_argnames=("n_doublings",))
+def _weighted_probability(ll, log_w, p_upper, p_lower, cell_lesion, censored, u, *, n_doublings):
+    """Each row's predictive probability given the earlier rows of its lesion (rows in lesion and time
+    order): the draws weighted by ``log_w`` plus the log-likelihood of those rows, a segmented prefix sum
+    by doubling (``2 ** n_doublings`` >= the longest lesion)."""
+    total = ll  # after step k: the sum over this row and up to 2^(k+1) - 1 earlier rows of the lesion
+    for k in range(n_doublings):
+        s = 2 ** k
+        same = jnp.concatenate([jnp.zeros(s, bool), cell_lesion[s:] == cell_lesion[:-s]])
+        shifted = jnp.concatenate([jnp.zeros((s, ll.shape[1]), ll.dtype), total[:-s]])
+        total = total + jnp.where(same[:, None], shifted, 0.0)
+    lw = log_w + (total - ll)
+    w = jnp.exp(lw - jnp.max(lw, axis=1, keepdims=True))
+    norm = row_sum(w)
+    hi = row_sum(w * p_upper) / norm
+    lo = 0.0 if p_lower is None else row_sum(w * p_lower) / norm
+    return jnp.where(censored, lo + u * (hi - lo), hi)
 
 
 def _conditional_pd(fit: TGIFit, d: _Design, rng: np.random.Generator, n_draws: int) -> np.ndarray:
@@ -326,74 +399,49 @@ def _conditional_pd(fit: TGIFit, d: _Design, rng: np.random.Generator, n_draws: 
     rule looks only at what has been observed (scans that stop at progression). Computed by importance
     sampling: ``n_draws`` individual parameters per lesion from a defensive mixture of the population
     distribution and a Student-t (5 df) around the lesion's conditional mean with twice its conditional
-    SDs, weighted by population density / proposal density x likelihood of the earlier rows (censored rows
-    by the probability of their interval). A censored row's probability is drawn uniformly between those
-    of its bounds, as for the NPDE.
+    SDs, weighted by population density / proposal density x likelihood of the earlier rows, the
+    likelihood of the fit (:func:`~lesionatlas.tgi.likelihood.observation_loglik`: censored rows by the
+    probability of their interval, stable in both tails; the outlier floor). A censored row's probability
+    is drawn uniformly between those of its bounds, as for the NPDE. In float64, in chunks of whole lesions
+    of fixed shape (one compilation); the draws come from ``rng``.
     """
-    from scipy.special import gammaln, log_ndtr, ndtr
-
     ind = fit.individual
     f_mean = ind["f_mean"].to_numpy(float)
     centre = np.stack([np.log(ind["kg_mean"].to_numpy(float)), np.log(ind["kd_mean"].to_numpy(float)),
-                       np.log(f_mean) - np.log1p(-f_mean)], axis=1)
-    spread = 2.0 * ind[["sd_log_kg", "sd_log_kd", "sd_logit_f"]].to_numpy(float)
-    spread = np.maximum(spread, 1e-3 * d.omega)
+                       np.log(f_mean) - np.log1p(-f_mean)])
+    spread = np.maximum(2.0 * ind[["sd_log_kg", "sd_log_kd", "sd_logit_f"]].to_numpy(float).T,
+                        1e-3 * d.omega[:, None])
+    mu = d.mu.T
+    log_v0, t0 = np.log(ind["v0_mm3"].to_numpy(float)), ind["t0_day"].to_numpy(float)
     chol = d.omega[:, None] * d.corr_factor  # population covariance = chol chol^T
     chol_inv = np.linalg.inv(chol)
-    log_det = float(np.sum(np.log(np.diag(chol))))
-    nu = 5.0
-    t_const = gammaln((nu + 3) / 2) - gammaln(nu / 2) - 1.5 * np.log(nu * np.pi)
+    error = np.array([d.a, d.b])
+    n_cells = max(2, _DECORRELATION_CELLS // n_draws)
+    n_les = n_cells // 3  # lesions per chunk: room for short series, few padded draws
     pd_out = np.empty(len(d.y))
-    for lesions, rows, valid in _lesion_blocks(d.lesion, d.t, max(1, _DECORRELATION_CELLS // n_draws)):
-        g, m = rows.shape
-        # proposals: half from the population distribution, half from the t around the conditional mean
-        z = rng.standard_normal((g, n_draws, 3))
-        from_prior = rng.uniform(size=(g, n_draws)) < 0.5
-        chi = rng.chisquare(nu, size=(g, n_draws))
-        t_draw = centre[lesions][:, None] + spread[lesions][:, None] * z * np.sqrt(nu / chi)[..., None]
-        p_draw = d.mu[lesions][:, None] + z @ chol.T
-        phi = np.where(from_prior[..., None], p_draw, t_draw)
-        dev = (phi - d.mu[lesions][:, None]) @ chol_inv.T
-        log_prior = -0.5 * np.sum(dev ** 2, axis=-1) - log_det - 1.5 * np.log(2 * np.pi)
-        u = (phi - centre[lesions][:, None]) / spread[lesions][:, None]
-        log_t = t_const - np.sum(np.log(spread[lesions]), axis=1)[:, None] \
-            - (nu + 3) / 2 * np.log1p(np.sum(u ** 2, axis=-1) / nu)
-        log_q = np.logaddexp(log_prior, log_t) + np.log(0.5)
-        log_w = log_prior - log_q  # (g, K)
-        nat = _natural(phi[..., 0], phi[..., 1], phi[..., 2])  # each (g, K)
-        t_rows, y_rows, lo_rows = d.t[rows], d.y[rows], d.lower[rows]
-        log_v0, t0 = d.log_v0[rows][:, 0], d.t0[rows][:, 0]
-        lv = _log_volume_natural(t_rows[:, None, :], *(v[..., None] for v in nat), log_v0[:, None, None],
-                                 t0[:, None, None])
-        lv = np.clip(lv, -700.0, 700.0)
-        v = np.exp(lv)  # (g, K, m)
-        sd = np.maximum(_error_sd(v, d.a, d.b, d.error_model), 1e-300)
-        log_sd = np.log(d.b) + lv if d.error_model == "proportional" else np.log(sd)
-        with np.errstate(over="ignore"):  # an absurd draw: |z| clipped, its weight underflows to 0
-            z_hi = np.clip((y_rows[:, None, :] - v) / sd, -1e150, 1e150)
-        log_lik = -0.5 * z_hi ** 2 - log_sd - 0.5 * np.log(2 * np.pi)
-        cens = np.broadcast_to(d.censored[rows][:, None, :], z_hi.shape)
-        lower_cells = np.broadcast_to(lo_rows[:, None, :], z_hi.shape)[cens]
-        log_hi = log_ndtr(z_hi[cens])
-        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            z_lo = (lower_cells - v[cens]) / sd[cens]
-            log_lik[cens] = np.where(np.isneginf(lower_cells), log_hi,
-                                     log_hi + np.log1p(-np.exp(np.minimum(log_ndtr(z_lo) - log_hi, 0.0))))
-        log_lik[~np.broadcast_to(valid[:, None, :], z_hi.shape)] = 0.0
-        before = np.cumsum(log_lik, axis=2) - log_lik  # the earlier rows of each row
-        lw = log_w[..., None] + before
-        lw = lw - lw.max(axis=1, keepdims=True)
-        w = np.exp(lw)
-        w /= w.sum(axis=1, keepdims=True)
-        below_hi = np.sum(w * ndtr(z_hi), axis=1)
-        below_lo = np.zeros((g, m))
-        if np.isfinite(lower_cells).any():
-            p_lo = np.zeros(z_hi.shape)
-            p_lo[cens] = np.where(np.isneginf(lower_cells), 0.0, ndtr(z_lo))
-            below_lo = np.sum(w * p_lo, axis=1)
-        draw = rng.uniform(size=(g, m))
-        pd_block = np.where(d.censored[rows], below_lo + draw * (below_hi - below_lo), below_hi)
-        pd_out[rows[valid]] = pd_block[valid]
+    with jax.enable_x64(True):
+        for rows, cell_lesion, lesions, longest in _lesion_chunks(d.lesion, d.t, n_cells, n_les):
+            nc, nl = len(rows), len(lesions)
+            z = np.zeros((3, n_les, n_draws))
+            z[:, :nl] = rng.standard_normal((3, nl, n_draws))
+            chi = np.ones((n_les, n_draws))
+            chi[:nl] = rng.chisquare(_T_DF, (nl, n_draws))
+            from_prior = np.zeros((n_les, n_draws), bool)
+            from_prior[:nl] = rng.uniform(size=(nl, n_draws)) < 0.5
+            les = np.r_[lesions, np.full(n_les - nl, lesions[-1])]
+            size = max(n_cells, nc)  # one lesion longer than a chunk gets a chunk of its own
+            r = np.r_[rows, np.full(size - nc, rows[-1])]
+            cl = np.r_[cell_lesion, np.full(size - nc, min(nl, n_les - 1))]  # padding: a lesion of its own
+            per_lesion = _proposal_terms(z, chi, from_prior, centre[:, les], spread[:, les], mu[:, les], chol,
+                                         chol_inv, log_v0[les], t0[les])
+            ll, log_w, p_upper, p_lower = _cell_terms(
+                per_lesion, cl, d.t[r], d.y[r], d.lower[r], d.censored[r], np.arange(size) < nc, log_v0[les][cl],
+                t0[les][cl], error, error_model=d.error_model,
+                max_relative_residual=float(fit.spec.max_relative_residual),
+                interval=bool(np.isfinite(d.lower[rows]).any()))
+            pd_chunk = _weighted_probability(ll, log_w, p_upper, p_lower, cl, d.censored[r],
+                                             rng.uniform(size=size), n_doublings=max(1, (longest - 1).bit_length()))
+            pd_out[rows] = np.asarray(pd_chunk)[:nc]
     return pd_out
 
 
