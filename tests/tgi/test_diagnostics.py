@@ -4,6 +4,8 @@ One small fit (400 lesions, short SAEM) is shared by the whole module.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from tgi_simulate import simulate
@@ -211,3 +213,25 @@ def test_write_diagnostics(fit, tmp_path):
     assert [p.stem for p in paths] == list(PLOTS)
     for path in paths:
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
+
+
+def test_npde_do_not_depend_on_the_scale_and_do_not_overflow(fit):
+    """The decorrelation is the same whatever the unit of each row, and simulated volumes near the
+    largest float (a wide omega_f) give finite NPDE without overflow warnings."""
+    import warnings
+
+    from lesionatlas.tgi.diagnostics import _design, _npde
+
+    d = _design(fit)
+    sims = simulate_observations(fit, n_simulations=100, seed=2)
+    _, npde, _ = _npde(d, sims, np.random.default_rng(0))
+    factor = np.exp(np.random.default_rng(1).uniform(-5, 5, len(d.y)))
+    scaled = dataclasses.replace(d, y=d.y * factor, lower=d.lower * factor)
+    _, npde_scaled, _ = _npde(scaled, sims * factor, np.random.default_rng(0))
+    assert np.mean(npde == npde_scaled) > 0.999  # equal up to rounding at the ties of the ranks
+    huge = sims.copy()
+    huge[:, ::7] *= 1e300 / np.abs(huge[:, ::7]).max(axis=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        _, npde_huge, _ = _npde(d, huge, np.random.default_rng(0))
+    assert np.isfinite(npde_huge).all()

@@ -280,8 +280,12 @@ def _npde(d: _Design, sims: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
             rows = (first[g0:g0 + max(1, _DECORRELATION_CELLS // (k * m))][:, None] + np.arange(m)).ravel()
             rows = order[rows]
             n_g = len(rows) // m
-            y_g = y_imp[rows].reshape(n_g, m)
-            s_g = sims[:, rows].reshape(k, n_g, m).transpose(1, 0, 2)  # (g, k, m)
+            # each (lesion, row) column divided by its largest |value|: the decorrelated values do not change
+            # (the Cholesky factor scales with it), and simulated volumes near 1e304 no longer overflow
+            scale = np.maximum(np.abs(sims[:, rows]).max(axis=0), np.abs(y_imp[rows]))
+            scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
+            y_g = (y_imp[rows] / scale).reshape(n_g, m)
+            s_g = (sims[:, rows] / scale).reshape(k, n_g, m).transpose(1, 0, 2)  # (g, k, m)
             mean = s_g.mean(axis=1)
             centred = s_g - mean[:, None, :]
             centred_t = np.swapaxes(centred, 1, 2)  # (g, m, k)
