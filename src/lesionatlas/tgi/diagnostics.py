@@ -251,6 +251,14 @@ def _imputed_iwres(d: _Design, ipred: np.ndarray, rng: np.random.Generator) -> t
     return imputed, (imputed - ipred) / sd
 
 
+def _lesion_runs(lesion: np.ndarray, order: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(lesion[order], starts, counts)``: where each lesion's run of rows begins in ``order`` (rows sorted
+    by lesion) and how many rows it has."""
+    les_sorted = lesion[order]
+    starts = np.flatnonzero(np.r_[True, les_sorted[1:] != les_sorted[:-1]])
+    return les_sorted, starts, np.diff(np.r_[starts, len(order)])
+
+
 def _npde(d: _Design, sims: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(npd, npde, y imputed for the NPDE) per observation; see the module docstring."""
     from scipy.special import ndtri
@@ -270,9 +278,7 @@ def _npde(d: _Design, sims: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
     npd = ndtri(np.clip(pd_obs, lo, hi))
     # decorrelation, lesion by lesion: lesions grouped by their number of rows m (no padding), in chunks
     order = np.argsort(d.lesion, kind="stable")
-    les_sorted = d.lesion[order]
-    starts = np.flatnonzero(np.r_[True, les_sorted[1:] != les_sorted[:-1]])
-    counts = np.diff(np.r_[starts, len(order)])
+    _, starts, counts = _lesion_runs(d.lesion, order)
     npde = np.empty(len(d.y))
     for m in np.unique(counts):
         first = starts[counts == m]
@@ -282,10 +288,11 @@ def _npde(d: _Design, sims: np.ndarray, rng: np.random.Generator) -> tuple[np.nd
             n_g = len(rows) // m
             # each (lesion, row) column divided by its largest |value|: the decorrelated values do not change
             # (the Cholesky factor scales with it), and simulated volumes near 1e304 no longer overflow
-            scale = np.maximum(np.abs(sims[:, rows]).max(axis=0), np.abs(y_imp[rows]))
+            block, y_block = sims[:, rows], y_imp[rows]
+            scale = np.maximum(np.abs(block).max(axis=0), np.abs(y_block))
             scale = np.where(np.isfinite(scale) & (scale > 0), scale, 1.0)
-            y_g = (y_imp[rows] / scale).reshape(n_g, m)
-            s_g = (sims[:, rows] / scale).reshape(k, n_g, m).transpose(1, 0, 2)  # (g, k, m)
+            y_g = (y_block / scale).reshape(n_g, m)
+            s_g = (block / scale).reshape(k, n_g, m).transpose(1, 0, 2)  # (g, k, m)
             mean = s_g.mean(axis=1)
             centred = s_g - mean[:, None, :]
             centred_t = np.swapaxes(centred, 1, 2)  # (g, m, k)
@@ -311,9 +318,7 @@ def _lesion_chunks(lesion: np.ndarray, t: np.ndarray, max_cells: int, max_lesion
     more), ``cell_lesion`` each row's lesion as an index into ``lesions`` (at most ``max_lesions``), and
     ``longest`` the largest number of rows of one lesion."""
     order = np.lexsort((t, lesion))
-    les_sorted = lesion[order]
-    starts = np.flatnonzero(np.r_[True, les_sorted[1:] != les_sorted[:-1]])
-    counts = np.diff(np.r_[starts, len(order)])
+    les_sorted, starts, counts = _lesion_runs(lesion, order)
     ends = np.cumsum(counts)
     i = 0
     while i < len(starts):
