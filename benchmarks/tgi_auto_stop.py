@@ -8,22 +8,18 @@ Results also go to ``benchmarks/out/tgi_auto_stop.json``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import warnings
 from pathlib import Path
 
-from tgi_scale import ROWS, machine, simulate
+from tgi_scale import ROWS, cohort_parser, machine, simulate
 
 OUT = Path(__file__).resolve().parent / "out"
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lesions", type=int, default=19180)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-scans", type=int, default=5)
+    parser = cohort_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
 
     from lesionatlas.tgi import TGIModel

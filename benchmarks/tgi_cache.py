@@ -10,7 +10,6 @@ and population table; the script checks that the three tables are identical. Res
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import subprocess
@@ -18,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tgi_scale import machine
+from tgi_scale import cohort_parser, machine
 
 OUT = Path(__file__).resolve().parent / "out"
 
@@ -41,10 +40,7 @@ print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time()
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lesions", type=int, default=19180)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-scans", type=int, default=5)
+    parser = cohort_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
 
     runs = []

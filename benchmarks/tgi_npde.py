@@ -14,7 +14,6 @@ Results go to ``benchmarks/out/tgi_npde.csv`` (by scan) and ``.json`` (overall, 
 """
 from __future__ import annotations
 
-import argparse
 import json
 import time
 import warnings
@@ -23,17 +22,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tgi_scale import machine, simulate
+from tgi_scale import cohort_parser, machine, simulate
 
 OUT = Path(__file__).resolve().parent / "out"
 COLUMNS = ["npd", "npde", "cnpde"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--lesions", type=int, default=19180)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-scans", type=int, default=8)
+    parser = cohort_parser(__doc__.splitlines()[0], max_scans=8)
     args = parser.parse_args(argv)
 
     from lesionatlas.tgi import TGIModel

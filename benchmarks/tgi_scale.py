@@ -138,13 +138,19 @@ def naive_fit(sim, lesions: np.ndarray) -> tuple[np.ndarray, int]:
     return out, failed
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def cohort_parser(description: str, *, max_scans: int = 5) -> argparse.ArgumentParser:
+    """A parser with the options of :func:`simulate`: ``--lesions``, ``--seed`` and ``--max-scans``."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--lesions", type=int, default=19180)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-scans", type=int, default=max_scans)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = cohort_parser(__doc__.splitlines()[0])
     parser.add_argument("--naive-sample", type=int, default=0,
                         help="time the naive loop on this many random lesions and extrapolate (0 = all)")
-    parser.add_argument("--max-scans", type=int, default=5)
     parser.add_argument("--precision", choices=["float64", "float32"], default="float64")
     parser.add_argument("--data", choices=["tgi", "mcrc"], default="tgi",
                         help="tgi: the tests' simulator with the demo-fit truth; mcrc: the simulated cohort")
