@@ -21,6 +21,8 @@ with ``--check-draws`` times the draws (default 4).
 It then evaluates, with the same fixed draws (common random numbers, so differences are precise), log L
 at the SAEM estimates of several SAEM seeds for each ``n_independent_kernel`` in ``--kernels``, and prints
 how far each estimate is from the MLE in units of the MLE's SE (inverse Hessian of log L) and in log L.
+Last, the -2LL that a fit reports (``TGIModel.n_is_draws`` in ``--is-draws``, at the estimate of SAEM
+seed 0) against the reference's -2LL at that estimate.
 
 Writes ``benchmarks/out/tgi_mle_reference_<seed>_<lesions>.json``.
 """
@@ -200,6 +202,8 @@ def main() -> None:
     ap.add_argument("--kernels", type=int, nargs="+", default=[0, 2], help="n_independent_kernel values")
     ap.add_argument("--replicates", type=int, default=3)
     ap.add_argument("--check-draws", type=int, default=4, help="the last maximisation uses this many times --draws")
+    ap.add_argument("--is-draws", type=int, nargs="*", default=[1000, 4000, 10000],
+                    help="check the fit's own -2LL (TGIModel n_is_draws) at the first SAEM estimate")
     args = ap.parse_args()
     t_start = time.time()
 
@@ -262,6 +266,21 @@ def main() -> None:
                      **{f"z_{n}": float(v) for n, v in zip(NAMES, z)}, **{n: v for n, v in natural(th).items()}})
         print(f"kernel {k} seed {s}: log L - log L(MLE) {value - value4:+.3f}; (SAEM - MLE)/SE "
               + " ".join(f"{n}:{v:+.2f}" for n, v in zip(NAMES, z)), flush=True)
+    # the fit's own -2LL (importance sampling around the MCMC conditional moments) against the reference's
+    is_rows = []
+    k0 = args.kernels[0]
+    ref_m2ll = -2 * float(ref.total(jnp.asarray(saem_fits[(k0, 0)][0]), phi4, log_q4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for m in args.is_draws:
+            t0 = time.time()
+            fit = TGIModel(baseline_observation="drop", n_is_draws=m, n_independent_kernel=k0).fit(cohort, seed=0)
+            m2ll = -2 * fit.loglik
+            is_rows.append({"n_is_draws": m, "m2ll": m2ll, "reference_m2ll": ref_m2ll,
+                            "importance_seconds": fit.diagnostics["phase_seconds"]["importance_sampling"]})
+            print(f"fit's -2LL with n_is_draws={m}: {m2ll:.1f}, the reference's at the same estimate {ref_m2ll:.1f} "
+                  f"(difference {m2ll - ref_m2ll:+.1f}; importance sampling {is_rows[-1]['importance_seconds']:.1f} s, "
+                  f"fit {time.time() - t0:.0f} s)", flush=True)
     for k in args.kernels:
         d = np.array([r["loglik_minus_mle"] for r in rows if r["kernel"] == k])
         zs = np.array([[r[f"z_{n}"] for n in NAMES] for r in rows if r["kernel"] == k])
@@ -274,7 +293,7 @@ def main() -> None:
         "args": vars(args), "seconds": time.time() - t_start,
         "mle": mle, "mle_se_normal_scale": dict(zip(NAMES, map(float, se))), "loglik_mle": value4,
         "replicate_loglik": rep_value.tolist(), "replicate_theta": rep_theta.tolist(),
-        "ess_min": float(ess.min()), "ess_median": float(np.median(ess)), "saem": rows,
+        "ess_min": float(ess.min()), "ess_median": float(np.median(ess)), "saem": rows, "fit_m2ll": is_rows,
     }, indent=1))
     print(f"wrote {out} ({time.time() - t_start:.0f} s)")
 
