@@ -2,7 +2,8 @@
 sampling with the draws held fixed, on simulated data sets.
 
 ``.venv/bin/python benchmarks/tgi_mle_reference.py [--lesions 500] [--seed 1001] [--draws 4000]
-[--saem-seeds 4] [--kernels 0 2] [--replicates 3] [--check-draws 4] [--is-draws 1000 4000 10000]``
+[--saem-seeds 4] [--kernels 0 2] [--replicates 3] [--check-draws 4] [--is-draws 1000 4000 10000]
+[--is-defensive 0.1 0] [--truth-sets 8]``
 
 For each lesion a proposal q_i is fitted to its conditional distribution (adaptive importance sampling:
 draws from the population distribution, then twice from a defensive mixture of the population
@@ -21,8 +22,10 @@ with ``--check-draws`` times the draws (default 4).
 It then evaluates, with the same fixed draws (common random numbers, so differences are precise), log L
 at the SAEM estimates of several SAEM seeds for each ``n_independent_kernel`` in ``--kernels``, and prints
 how far each estimate is from the MLE in units of the MLE's SE (inverse Hessian of log L) and in log L.
-Last, the -2LL that a fit reports (``TGIModel.n_is_draws`` in ``--is-draws``, at the estimate of SAEM
-seed 0) against the reference's -2LL at that estimate.
+Last, the -2LL that a fit reports (``TGIModel.n_is_draws`` in ``--is-draws`` and ``is_defensive`` in
+``--is-defensive``, at the estimate of SAEM seed 0), with and without its bias correction, against a long
+reference run at that estimate: proposals refitted there and ``--truth-sets`` x ``--draws`` draws, each
+lesion's log mean weight plus half its relative variance.
 
 Writes ``benchmarks/out/tgi_mle_reference_<seed>_<lesions>.json``.
 """
@@ -175,6 +178,23 @@ class Reference:
             proposal, ess = self.fit_proposal(theta, phi, log_q)
         return proposal, ess
 
+    def evaluate(self, key, theta, proposal, n_draws, n_sets):
+        """log L(theta) from ``n_sets`` independent sets of ``n_draws`` (a set at a time, so memory stays that
+        of one set), each lesion's log mean weight plus half its relative variance (the second-order bias
+        correction), with the Monte-Carlo SE: (corrected, uncorrected, SE)."""
+        acc = acc2 = -np.inf
+        for s in range(n_sets):
+            phi, log_q = self.draw(jax.random.fold_in(key, s), theta, proposal, n_draws)
+            _, lw = self.per_lesion(jnp.asarray(theta), phi, log_q)
+            acc = np.logaddexp(acc, np.asarray(jax.scipy.special.logsumexp(lw, axis=0)))
+            acc2 = np.logaddexp(acc2, np.asarray(jax.scipy.special.logsumexp(2.0 * lw, axis=0)))
+            m = (s + 1) * lw.shape[0]
+        mask = np.asarray(self.mask)
+        log_p = acc - math.log(m)
+        rel_var = np.maximum((np.exp(acc2 - math.log(m) - 2.0 * log_p) - 1.0) / m, 0.0)
+        raw = float(np.sum(log_p[mask]))
+        return raw + 0.5 * float(np.sum(rel_var[mask])), raw, float(np.sqrt(np.sum(rel_var[mask])))
+
     # maximisation ----------------------------------------------------------------------------------
     def maximise(self, theta, phi, log_q):
         def f(t):
@@ -197,6 +217,10 @@ def main() -> None:
     ap.add_argument("--check-draws", type=int, default=4, help="the last maximisation uses this many times --draws")
     ap.add_argument("--is-draws", type=int, nargs="*", default=[1000, 4000, 10000],
                     help="check the fit's own -2LL (TGIModel n_is_draws) at the first SAEM estimate")
+    ap.add_argument("--is-defensive", type=float, nargs="*", default=[0.1, 0.0],
+                    help="TGIModel is_defensive values of that check")
+    ap.add_argument("--truth-sets", type=int, default=8,
+                    help="sets of --draws of the long reference run at that estimate (bias-corrected)")
     args = ap.parse_args()
     t_start = time.time()
 
@@ -259,21 +283,36 @@ def main() -> None:
                      **{f"z_{n}": float(v) for n, v in zip(NAMES, z)}, **{n: v for n, v in natural(th).items()}})
         print(f"kernel {k} seed {s}: log L - log L(MLE) {value - value4:+.3f}; (SAEM - MLE)/SE "
               + " ".join(f"{n}:{v:+.2f}" for n, v in zip(NAMES, z)), flush=True)
-    # the fit's own -2LL (importance sampling around the MCMC conditional moments) against the reference's
+    # the fit's own -2LL (importance sampling around the MCMC conditional moments) against a long
+    # reference run at the same estimate: proposals refitted there, --truth-sets x --draws draws
     is_rows = []
     k0 = args.kernels[0]
-    ref_m2ll = -2 * loglik_at[(k0, 0)]
+    truth = None
+    if args.is_draws:
+        th0 = saem_fits[(k0, 0)]
+        prop0, _ = ref.adapt(jax.random.fold_in(key, 3000), th0, args.draws, proposal, rounds=1)
+        ll_c, ll_raw, ll_se = ref.evaluate(jax.random.fold_in(key, 4000), th0, prop0, args.draws, args.truth_sets)
+        truth = {"m2ll": -2 * ll_c, "m2ll_uncorrected": -2 * ll_raw, "m2ll_se": 2 * ll_se,
+                 "draws": args.draws * args.truth_sets, "fixed_draw_m2ll": -2 * loglik_at[(k0, 0)]}
+        print(f"reference -2LL at SAEM seed 0's estimate, {truth['draws']} draws: {truth['m2ll']:.1f} (SE "
+              f"{truth['m2ll_se']:.1f}; uncorrected {truth['m2ll_uncorrected']:.1f}; the fixed draws of the "
+              f"maximisation {truth['fixed_draw_m2ll']:.1f}); {time.time() - t_start:.0f} s", flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for m in args.is_draws:
-            t0 = time.time()
-            fit = TGIModel(baseline_observation="drop", n_is_draws=m, n_independent_kernel=k0).fit(cohort, seed=0)
-            m2ll = -2 * fit.loglik
-            is_rows.append({"n_is_draws": m, "m2ll": m2ll, "reference_m2ll": ref_m2ll,
-                            "importance_seconds": fit.diagnostics["phase_seconds"]["importance_sampling"]})
-            print(f"fit's -2LL with n_is_draws={m}: {m2ll:.1f}, the reference's at the same estimate {ref_m2ll:.1f} "
-                  f"(difference {m2ll - ref_m2ll:+.1f}; importance sampling {is_rows[-1]['importance_seconds']:.1f} s, "
-                  f"fit {time.time() - t0:.0f} s)", flush=True)
+        for a in args.is_defensive if args.is_draws else []:
+            for m in args.is_draws:
+                t0 = time.time()
+                fit = TGIModel(baseline_observation="drop", n_is_draws=m, n_independent_kernel=k0,
+                               is_defensive=a).fit(cohort, seed=0)
+                m2ll = -2 * fit.loglik
+                corr = 2 * fit.diagnostics["is_bias_correction"]
+                is_rows.append({"n_is_draws": m, "is_defensive": a, "m2ll": m2ll, "m2ll_uncorrected": m2ll + corr,
+                                "m2ll_se": 2 * fit.diagnostics["is_relative_se"], "reference_m2ll": truth["m2ll"],
+                                "importance_seconds": fit.diagnostics["phase_seconds"]["importance_sampling"]})
+                print(f"fit's -2LL, is_defensive={a}, n_is_draws={m}: {m2ll:.1f} (reported SE "
+                      f"{is_rows[-1]['m2ll_se']:.1f}), minus the reference {m2ll - truth['m2ll']:+.1f}; uncorrected "
+                      f"{m2ll + corr - truth['m2ll']:+.1f} (importance sampling "
+                      f"{is_rows[-1]['importance_seconds']:.1f} s, fit {time.time() - t0:.0f} s)", flush=True)
     for k in args.kernels:
         d = np.array([r["loglik_minus_mle"] for r in rows if r["kernel"] == k])
         zs = np.array([[r[f"z_{n}"] for n in NAMES] for r in rows if r["kernel"] == k])
@@ -287,6 +326,7 @@ def main() -> None:
         "mle": mle, "mle_se_normal_scale": dict(zip(NAMES, map(float, se))), "loglik_mle": value4,
         "replicate_loglik": rep_value.tolist(), "replicate_theta": rep_theta.tolist(),
         "ess_min": float(ess.min()), "ess_median": float(np.median(ess)), "saem": rows, "fit_m2ll": is_rows,
+        "reference_m2ll": truth,
     }, indent=1))
     print(f"wrote {out} ({time.time() - t_start:.0f} s)")
 

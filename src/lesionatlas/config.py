@@ -156,6 +156,7 @@ class TGIConfig:
     n_posterior_iter: int = 200
     standard_errors: bool = True
     n_is_draws: int = 1000
+    is_defensive: float = 0.1
     n_mode_steps: int = 50
     chunk_size: int = 50
     precision: str = "float64"

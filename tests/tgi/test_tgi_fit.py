@@ -78,6 +78,7 @@ def test_censoring_drop():
         {"n_chains": 0},
         {"precision": "float16"},
         {"annealing_factor": 1.5},
+        {"is_defensive": 1.0},
     ],
 )
 def test_bad_spec_values_are_named(kwargs):

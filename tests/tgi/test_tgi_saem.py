@@ -83,6 +83,9 @@ def test_loglik_aic_bic(recovery_fit):
     ll = recovery_fit.loglik
     assert ll is not None and np.isfinite(ll)
     assert recovery_fit.diagnostics["is_relative_se"] < 5.0
+    # the second-order bias correction is half the summed relative variances: at most half the SE squared
+    correction = recovery_fit.diagnostics["is_bias_correction"]
+    assert 0 < correction <= 0.5 * recovery_fit.diagnostics["is_relative_se"] ** 2 * (1 + 1e-9)
     assert recovery_fit.aic == pytest.approx(-2 * ll + 2 * 7)
     assert recovery_fit.bic == pytest.approx(-2 * ll + 7 * math.log(400))
 

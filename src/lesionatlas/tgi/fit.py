@@ -60,6 +60,8 @@ def _check_spec(spec: TGIModel) -> None:
         positive(name)
     if not 0 < spec.f < 1:
         raise ConfigError(f"TGIModel.f must be in (0, 1), got {spec.f!r}")
+    if not 0 <= spec.is_defensive < 1:
+        raise ConfigError(f"TGIModel.is_defensive must be in [0, 1), got {spec.is_defensive!r}")
     if not 0 < spec.annealing_factor <= 1:
         raise ConfigError(f"TGIModel.annealing_factor must be in (0, 1], got {spec.annealing_factor!r}")
     for name in ("n_explore", "n_smooth", "chunk_size", "n_posterior_iter"):
@@ -327,7 +329,8 @@ class TGIFit:
         SAEM trajectories: ``iteration, gamma, kg_pop, ..., b, acceptance_prior, acceptance_component,
         acceptance_joint, acceptance_independent, n_clipped, complete_loglik``.
     loglik : float or None
-        Log-likelihood by importance sampling (None when ``n_is_draws = 0``).
+        Log-likelihood by importance sampling, bias-corrected (None when ``n_is_draws = 0``; the
+        correction is ``diagnostics["is_bias_correction"]``, its Monte-Carlo SE ``is_relative_se``).
     diagnostics : dict
         Counts, shrinkage, flags and warnings raised; ``seconds`` (the whole fit) and ``phase_seconds``
         (wall clock of ``arrays``, ``prepare``, ``saem``, ``posterior``, ``mode``,
@@ -902,10 +905,12 @@ def _fit_arrays(
     if spec.n_is_draws > 0:
         ll, rel_se = saem.importance_loglik_jit(
             k_is, state.coef, state.omega2, state.error, data, post.phi_mean, post.phi_cov, spec.n_is_draws, config,
-            omega_corr=corr_jnp,
+            omega_corr=corr_jnp, defensive=float(spec.is_defensive),
         )
         loglik = float(np.sum(np.asarray(ll)[:n]))
-        is_rel_se = float(np.sqrt(np.sum(np.asarray(rel_se)[:n] ** 2)))
+        rel_var = np.asarray(rel_se)[:n] ** 2
+        is_rel_se = float(np.sqrt(np.sum(rel_var)))
+        is_correction = float(0.5 * np.sum(rel_var))
         lap("importance_sampling")
     pop_mean = (np.asarray(data.design) @ coef)[:n]
     eta_mode = mode - pop_mean
@@ -959,6 +964,7 @@ def _fit_arrays(
         "shrinkage_mean_percent": dict(zip(PARAMETERS, (100 * shrink_mean).round(4).tolist())),
         "mode_max_gradient": float(np.max(np.asarray(grad_norm))),
         "is_relative_se": None if loglik is None else is_rel_se,
+        "is_bias_correction": None if loglik is None else is_correction,
         "lesion_bucket": int(data.log_v0.shape[0]),
         "observation_bucket": int(data.t.shape[1]),
         "n_rows": int(data.t.shape[0]),

@@ -48,7 +48,8 @@ After convergence, :func:`sample_posterior` runs the same kernels at the fixed e
 conditional means, SDs and covariances of :math:`\phi_i` and the derivatives needed by Louis' formula
 (the stochastic approximation of the Fisher information, as Monolix's "stochastic approximation" does);
 :func:`importance_loglik` estimates the log-likelihood by importance sampling with a Student-t proposal
-centred on each lesion's conditional mean (Monolix's method), shaped by its conditional covariance;
+centred on each lesion's conditional mean (Monolix's method), shaped by its conditional covariance,
+mixed with a defensive population component and bias-corrected;
 :func:`conditional_mode` finds each lesion's MAP by damped Newton steps.
 
 Speed on CPU (where XLA vectorises elementwise loops over the last axis only): the chains' parameters
@@ -436,11 +437,14 @@ def _cov_matrix(pairs: Array, jitter: Array) -> Array:
 def _t_log_kernel(x_t: Array, mean_t: Array, factor: list[list[Array | None]], df: float) -> Array:
     """Log density (up to a constant) of the 3-D Student-t with location ``mean_t`` (3, N) and lower
     Cholesky factor ``factor`` (entries (N,), :func:`_proposal_factor`) at ``x_t`` (3, ..., N)."""
-    d = [x_t[k] - mean_t[k] for k in range(N_PHI)]
-    u0 = d[0] / factor[0][0]
-    u1 = (d[1] - factor[1][0] * u0) / factor[1][1]
-    u2 = (d[2] - factor[2][0] * u0 - factor[2][1] * u1) / factor[2][2]
-    return -0.5 * (df + N_PHI) * jnp.log1p((u0 * u0 + u1 * u1 + u2 * u2) / df)
+    u: list[Array] = []
+    for k in range(N_PHI):  # forward substitution; a None entry (diagonal factor) is a zero
+        r = x_t[k] - mean_t[k]
+        for j in range(k):
+            if factor[k][j] is not None:
+                r = r - factor[k][j] * u[j]
+        u.append(r / factor[k][k])
+    return -0.5 * (df + N_PHI) * jnp.log1p((u[0] * u[0] + u[1] * u[1] + u[2] * u[2]) / df)
 
 
 def _kernels(
@@ -1103,13 +1107,136 @@ def _proposal_factor(scale: Array) -> list[list[Array | None]]:
     return [[l00, None, None], [l10, l11, None], [l20, l21, l22]]
 
 
-def _logsumexp_draws(a: Array) -> Array:
-    """``logsumexp`` over the leading (draw) axis; the sum of the exponentials is a product with ones, so
-    that the ``exp`` runs in a vectorised loop (see :func:`lesionatlas.tgi.likelihood.row_sum`)."""
-    top = jnp.max(a, axis=0)
-    top = jnp.where(jnp.isfinite(top), top, 0.0)
-    total = jnp.ones(a.shape[0], a.dtype) @ jnp.exp(a - top)
-    return top + jnp.log(total)
+class _TComponent(NamedTuple):
+    """A multivariate Student-t component of an importance proposal: location (3, N), lower Cholesky
+    factor of its scale (:func:`_proposal_factor`) and the log of that factor's determinant (N,)."""
+
+    loc_t: Array
+    factor: list[list[Array | None]]
+    log_det: Array
+
+
+def _t_component(loc_t: Array, scale: Array) -> _TComponent:
+    factor = _proposal_factor(scale)
+    return _TComponent(loc_t, factor, sum(jnp.log(factor[k][k]) for k in range(N_PHI)))
+
+
+def _chunk_counts(shares: list[float], n_chunks: int) -> list[int]:
+    """Chunks of draws per mixture component: proportional to ``shares`` (largest remainders), at least
+    one for every positive share where the chunks allow."""
+    raw = [s * n_chunks for s in shares]
+    counts = [int(math.floor(r)) for r in raw]
+    for j in sorted(range(len(shares)), key=lambda j: raw[j] - counts[j], reverse=True)[: n_chunks - sum(counts)]:
+        counts[j] += 1
+    for j, s in enumerate(shares):  # a positive share with no chunk takes one from the largest
+        if s > 0 and counts[j] == 0 and max(counts) > 1:
+            counts[counts.index(max(counts))] -= 1
+            counts[j] = 1
+    return counts
+
+
+class _WeightSums(NamedTuple):
+    """Per-lesion sums over importance draws, relative to the running maximum ``top`` of the log weights:
+    ``s0`` = sum of w, ``s02`` = sum of w^2, ``s1`` (3, N) = sum of w phi, ``s2`` (6, N) = sum of w phi_k phi_j
+    (entries ``_PAIRS``; zeros unless the moments were asked for)."""
+
+    top: Array
+    s0: Array
+    s02: Array
+    s1: Array
+    s2: Array
+
+
+def _importance_sums(
+    key: Array,
+    comps: list[_TComponent],
+    counts: list[int],
+    mean_t: Array,
+    omega2: Array,
+    omega_corr: Array | None,
+    error: Array,
+    data: TGIData,
+    config: SAEMConfig,
+    df: float,
+    chunk: int,
+    moments: bool,
+) -> _WeightSums:
+    """Stratified draws from the mixture of ``comps`` (component ``j`` fills ``counts[j]`` chunks of
+    ``chunk`` draws) with every weight taken against the mixture density (the deterministic-mixture
+    estimator: unbiased for p(y_i)); the weight sums of each lesion."""
+    n_chunks = sum(counts)
+    shares = [c / n_chunks for c in counts]
+    live = [j for j, c in enumerate(counts) if c > 0]
+    which = jnp.asarray([j for j, c in enumerate(counts) for _ in range(c)], jnp.int32)
+    const = math.lgamma((df + N_PHI) / 2) - math.lgamma(df / 2) - 0.5 * N_PHI * math.log(df * math.pi)
+    dtype = mean_t.dtype
+    n = mean_t.shape[-1]
+    ones = jnp.ones(chunk, dtype)
+
+    def affine(comp: _TComponent, u: Array) -> Array:
+        return jnp.stack([
+            comp.loc_t[j] + sum(comp.factor[j][m] * u[m] for m in range(j + 1) if comp.factor[j][m] is not None)
+            for j in range(N_PHI)
+        ])
+
+    def body(sums: _WeightSums, xs: tuple[Array, Array]) -> tuple[_WeightSums, None]:
+        k, comp_k = xs
+        k_z, k_chi2 = jax.random.split(jax.random.fold_in(key, k))
+        z = jax.random.normal(k_z, (N_PHI, chunk, n), _DRAW).astype(dtype)
+        u = z * jnp.sqrt(df / _chi2(k_chi2, df, (chunk, n), dtype))
+        if len(live) == 1:  # one component: its density straight from u
+            comp = comps[live[0]]
+            phi_t = affine(comp, u)
+            log_q = const - comp.log_det - 0.5 * (df + N_PHI) * jnp.log1p((u[0] ** 2 + u[1] ** 2 + u[2] ** 2) / df)
+        else:
+            phi_t = affine(comps[live[0]], u)
+            for j in live[1:]:
+                phi_t = jnp.where(comp_k == j, affine(comps[j], u), phi_t)
+            terms = [
+                math.log(shares[j]) - comps[j].log_det + _t_log_kernel(phi_t, comps[j].loc_t, comps[j].factor, df)
+                for j in live
+            ]
+            log_q = terms[0]
+            for term in terms[1:]:
+                log_q = jnp.logaddexp(log_q, term)
+            log_q = const + log_q
+        ll, _ = _loglik_at(_predict_t(phi_t, data), data, error, config)
+        log_w = ll + _log_prior_t(phi_t, mean_t, omega2, omega_corr) - log_q
+        log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
+        top = jnp.maximum(sums.top, jnp.max(log_w, axis=0))
+        ref = jnp.where(jnp.isfinite(top), top, 0.0)
+        scale = jnp.exp(sums.top - ref)
+        w = jnp.exp(log_w - ref)
+        s1, s2 = sums.s1, sums.s2
+        if moments:  # sums over the chunk as products with ones (a fused reduction loop is slow on CPU)
+            s1 = s1 * scale + jnp.stack([ones @ (w * phi_t[j]) for j in range(N_PHI)])
+            s2 = s2 * scale + jnp.stack([ones @ (w * phi_t[a] * phi_t[b]) for a, b in _PAIRS])
+        return _WeightSums(top, sums.s0 * scale + ones @ w, sums.s02 * scale * scale + ones @ (w * w), s1, s2), None
+
+    zeros = jnp.zeros((n,), dtype)
+    start = _WeightSums(jnp.full((n,), -jnp.inf, dtype), zeros, zeros, jnp.zeros((N_PHI, n), dtype),
+                        jnp.zeros((len(_PAIRS), n), dtype))
+    sums, _ = jax.lax.scan(body, start, (jnp.arange(n_chunks), which))
+    return sums
+
+
+PILOT_INFLATE = 1.2  # the refitted component's scale, relative to the weighted conditional SDs
+PILOT_MIN_ESS = 5.0  # below this effective sample size a lesion's pilot keeps the MCMC moments
+
+
+def _refit_component(sums: _WeightSums, mean: Array, cov: Array) -> _TComponent:
+    """The Student-t fitted to the pilot's importance-weighted mean and covariance of each lesion (scale
+    ``PILOT_INFLATE`` times the weighted SDs); the MCMC moments ``mean`` (N, 3), ``cov`` (N, 3, 3) where
+    the pilot's weights collapse onto a few draws or are not finite."""
+    m_t = sums.s1 / sums.s0
+    second = sums.s2 / sums.s0
+    pairs = jnp.stack([second[p] - m_t[k] * m_t[j] for p, (k, j) in enumerate(_PAIRS)])
+    w_cov = _cov_matrix(pairs * PILOT_INFLATE**2, jnp.full((N_PHI,), 1e-6, pairs.dtype))
+    ess = sums.s0**2 / sums.s02
+    ok = (ess >= PILOT_MIN_ESS) & jnp.all(jnp.isfinite(m_t), axis=0) & jnp.all(jnp.isfinite(pairs), axis=0)
+    new_mean = jnp.where(ok[None], m_t, mean.T)
+    new_cov = jnp.where(ok[:, None, None], w_cov, cov)
+    return _t_component(new_mean, new_cov)
 
 
 def importance_loglik(
@@ -1126,63 +1253,89 @@ def importance_loglik(
     df: float = 5.0,
     chunk: int = 10,
     omega_corr: Array | None = None,
+    defensive: float = 0.1,
+    n_pilot: int = 0,
+    bias_correction: bool = True,
 ) -> tuple[Array, Array]:
-    r"""Log-likelihood of each lesion by importance sampling (Monolix's method).
+    r"""Log-likelihood of each lesion by importance sampling (Monolix's method, made robust).
 
     .. math:: \hat p(y_i) = \frac{1}{M} \sum_m \frac{p(y_i \mid \phi_m)\, p(\phi_m)}{q_i(\phi_m)}, \qquad
-              \phi_m = \hat\mu_i + \hat L_i\, u_m,
+              q_i = (1 - \alpha)\, t_\nu(\hat\mu_i, \hat\Sigma_i) + \alpha\, t_\nu(\mu_i, \Omega),
 
-    with :math:`\hat\mu_i` the conditional mean of lesion :math:`i` (from the MCMC draws), :math:`\hat L_i`
-    the Cholesky factor of its conditional covariance (``proposal_scale`` (N, 3, 3)) or the diagonal of
-    its conditional SDs (``proposal_scale`` (N, 3)), and :math:`u_m` multivariate Student-t with
-    :math:`\nu` = ``df`` degrees of freedom (:math:`u = z \sqrt{\nu / \chi^2_\nu}`, :math:`z \sim N(0, I_3)`).
-    With the full covariance the proposal follows the correlation of Kg, Kd and F in each lesion's
-    conditional distribution, which makes the weights much less variable than with independent
-    components. ``n_draws`` is rounded up to a multiple of ``chunk`` (draws evaluated at once: small
-    chunks keep the working set in cache). ``omega_corr``: the correlations of a full :math:`\\Omega`.
+    with :math:`\hat\mu_i` the conditional mean of lesion :math:`i` (from the MCMC draws),
+    :math:`\hat\Sigma_i` its conditional covariance (``proposal_scale`` (N, 3, 3); or (N, 3) conditional
+    SDs, a diagonal proposal), :math:`\mu_i, \Omega` the population distribution, and :math:`t_\nu` the
+    multivariate Student-t with :math:`\nu` = ``df`` degrees of freedom (:math:`\hat\mu + L u`,
+    :math:`u = z \sqrt{\nu / \chi^2_\nu}`, :math:`z \sim N(0, I_3)`). The draws are stratified: a share
+    ``defensive`` = :math:`\alpha` of the chunks (rounded; the exact shares enter :math:`q_i`) come from
+    the population component, the rest from the conditional one, and every weight uses the mixture density
+    (the deterministic-mixture estimator, unbiased for :math:`p(y_i)`).
+
+    Why the defensive component: the MCMC moments come from a few hundred correlated draws. Where they
+    miss part of a lesion's conditional distribution (a second mode, a long tail in logit F), the weights
+    of the pure conditional proposal are heavy-tailed: most runs miss the region (the estimate is too low)
+    and a rare run hits it with one enormous weight. The population component bounds every weight by
+    :math:`p(y_i \mid \phi) / \alpha` times the ratio of the normal to the t density, so the variance of
+    the weights is finite and their sample variance is a usable estimate of it.
+
+    ``n_pilot`` > 0: first ``n_pilot`` draws from that mixture fit, per lesion, a Student-t to the
+    importance-weighted conditional mean and covariance (scale ``PILOT_INFLATE`` x the weighted SDs; the
+    MCMC moments where the pilot's effective sample size is below ``PILOT_MIN_ESS``). The ``n_draws``
+    of the estimate then come from the mixture of the MCMC component ((1 - :math:`\alpha`) / 3), the
+    refitted one (2 (1 - :math:`\alpha`) / 3) and the population one (:math:`\alpha`); the pilot's draws
+    only shape the proposal, so the estimate stays unbiased given them.
+
+    ``bias_correction``: :math:`\log \hat p` is biased low by about half the relative variance of
+    :math:`\hat p` (Jensen's inequality; :math:`\mathrm{E} \log \hat p \approx \log p - V / 2`,
+    :math:`V = \mathrm{Var}(\hat p) / p^2`); summed over tens of thousands of lesions this is tens of
+    units of -2LL. With the correction each lesion gets :math:`+\hat V / 2`, from the spread of its
+    weights (second-order delta method). ``benchmarks/README.md`` ("The log-likelihood by importance
+    sampling") measures these choices against a long reference run. ``n_draws`` and ``n_pilot`` are
+    rounded up to multiples of ``chunk`` (draws evaluated at once: small chunks keep the working set in
+    cache). ``omega_corr``: the correlations of a full :math:`\Omega`.
 
     Returns
     -------
-    loglik : (N,) per-lesion :math:`\log \hat p(y_i)` (0 for padding lesions)
-    rel_se : (N,) Monte-Carlo relative SE of :math:`\hat p(y_i)` (from the spread of the weights)
+    loglik : (N,) per-lesion :math:`\log \hat p(y_i)` (+ the bias correction; 0 for padding lesions)
+    rel_se : (N,) Monte-Carlo relative SE of :math:`\hat p(y_i)`, :math:`\sqrt{\hat V}` (from the spread
+        of the weights)
     """
-    n_chunks = max(1, -(-n_draws // chunk))
-    mean_t = population_mean(coef, data).T
+    if not 0.0 <= defensive < 1.0:
+        raise ValueError(f"defensive must be in [0, 1), got {defensive!r}")
     dtype = proposal_mean.dtype
-    pm_t = proposal_mean.T  # parameter-major (3, N): see _Chain
-    factor = _proposal_factor(jnp.asarray(proposal_scale, dtype))
-    log_det = sum(jnp.log(factor[k][k]) for k in range(N_PHI))
-    n = pm_t.shape[-1]
-    const = math.lgamma((df + N_PHI) / 2) - math.lgamma(df / 2) - 0.5 * N_PHI * math.log(df * math.pi)
-
-    def body(carry, k: Array):
-        acc, acc2 = carry
-        k_z, k_chi2 = jax.random.split(jax.random.fold_in(key, k))
-        z = jax.random.normal(k_z, (N_PHI, chunk, n), _DRAW).astype(dtype)
-        u = z * jnp.sqrt(df / _chi2(k_chi2, df, (chunk, n), dtype))
-        phi_t = jnp.stack(
-            [pm_t[j] + sum(factor[j][m] * u[m] for m in range(j + 1) if factor[j][m] is not None) for j in range(N_PHI)]
-        )
-        log_q = const - log_det - 0.5 * (df + N_PHI) * jnp.log1p((u[0] ** 2 + u[1] ** 2 + u[2] ** 2) / df)
-        ll, _ = _loglik_at(_predict_t(phi_t, data), data, error, config)
-        log_w = ll + _log_prior_t(phi_t, mean_t, omega2, omega_corr) - log_q
-        log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
-        acc = jnp.logaddexp(acc, _logsumexp_draws(log_w))
-        acc2 = jnp.logaddexp(acc2, _logsumexp_draws(2.0 * log_w))
-        return (acc, acc2), None
-
-    start = (jnp.full((n,), -jnp.inf, dtype), jnp.full((n,), -jnp.inf, dtype))
-    (acc, acc2), _ = jax.lax.scan(body, start, jnp.arange(n_chunks))
+    mean_t = population_mean(coef, data).T
+    n = mean_t.shape[-1]
+    scale = jnp.asarray(proposal_scale, dtype)
+    comps = [_t_component(proposal_mean.T, scale)]
+    if defensive > 0:
+        pop_cov = jnp.diag(omega2) if omega_corr is None else _omega_matrix(omega2, omega_corr)
+        comps.append(_t_component(mean_t, jnp.broadcast_to(pop_cov.astype(dtype), (n, N_PHI, N_PHI))))
+    shares = [1.0 - defensive] + ([defensive] if defensive > 0 else [])
+    k_pilot, k_main = jax.random.split(key)
+    common = (mean_t, omega2, omega_corr, error, data, config, df, chunk)
+    if n_pilot > 0:
+        n_pilot_chunks = max(1, -(-n_pilot // chunk))
+        sums = _importance_sums(k_pilot, comps, _chunk_counts(shares, n_pilot_chunks), *common, moments=True)
+        cov = scale if scale.ndim == 3 else jax.vmap(jnp.diag)(scale**2)
+        comps.insert(1, _refit_component(sums, proposal_mean, cov))
+        shares = [(1.0 - defensive) / 3, 2 * (1.0 - defensive) / 3] + shares[1:]
+    n_chunks = max(1, -(-n_draws // chunk))
+    sums = _importance_sums(k_main, comps, _chunk_counts(shares, n_chunks), *common, moments=False)
     m = n_chunks * chunk
-    loglik = acc - math.log(m)
+    loglik = sums.top + jnp.log(sums.s0) - math.log(m)
     # relative variance of the mean weight: (E w^2 / (E w)^2 - 1) / M
-    rel_var = (jnp.exp(acc2 - math.log(m) - 2.0 * loglik) - 1.0) / m
-    rel_se = jnp.sqrt(jnp.maximum(rel_var, 0.0))
+    rel_var = jnp.maximum(sums.s02 / sums.s0**2 - 1.0 / m, 0.0)
+    rel_var = jnp.where(jnp.isfinite(rel_var), rel_var, 0.0)
+    if bias_correction:
+        loglik = loglik + 0.5 * rel_var
     loglik = jnp.where(data.lesion_mask, loglik, 0.0)
-    return loglik, jnp.where(data.lesion_mask, rel_se, 0.0)
+    return loglik, jnp.where(data.lesion_mask, jnp.sqrt(rel_var), 0.0)
 
 
-importance_loglik_jit = jax.jit(importance_loglik, static_argnames=("n_draws", "config", "df", "chunk"))
+importance_loglik_jit = jax.jit(
+    importance_loglik,
+    static_argnames=("n_draws", "config", "df", "chunk", "defensive", "n_pilot", "bias_correction"),
+)
 
 
 def _newton_direction(grad: Array, cols: Array, lam: Array) -> Array:

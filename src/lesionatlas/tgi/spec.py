@@ -84,9 +84,14 @@ class TGIModel:
         Compute the Fisher information (Louis' formula, stochastic approximation).
     n_is_draws : int
         Importance-sampling draws per lesion for the log-likelihood (0: skip -2LL, AIC, BIC). The
-        proposal is a multivariate Student-t with each lesion's conditional mean and covariance; at paper
-        scale 1,000 draws give a Monte-Carlo SE of -2LL of about 18, below the 21 that 2,000 draws from
-        independent components gave (``benchmarks/README.md``).
+        proposal is a multivariate Student-t with each lesion's conditional mean and covariance, mixed
+        with the population distribution (``is_defensive``); each lesion's log-likelihood gets the
+        second-order bias correction (:func:`lesionatlas.tgi.saem.importance_loglik`). Accuracy at paper
+        scale against a long reference run: ``benchmarks/README.md``.
+    is_defensive : float
+        Share of the importance-sampling draws taken from the population distribution (a Student-t with
+        its mean and covariance), in [0, 1). It keeps every weight bounded where a lesion's MCMC moments
+        miss part of its conditional distribution; 0 gives the pure conditional Student-t.
     n_mode_steps : int
         Damped Newton steps of the conditional-mode search (at most: it stops once every lesion has
         converged).
@@ -126,6 +131,7 @@ class TGIModel:
     n_posterior_iter: int = 200
     standard_errors: bool = True
     n_is_draws: int = 1000
+    is_defensive: float = 0.1
     n_mode_steps: int = 50
     chunk_size: int = 50
     precision: Literal["float64", "float32"] = "float64"

@@ -450,6 +450,7 @@ def fit_statistics(fit: Any) -> pd.DataFrame:
         ("AIC", criterion(fit.aic)),
         ("BIC", criterion(fit.bic)),
         ("Monte-Carlo SE of the log-likelihood (importance sampling)", diag.get("is_relative_se")),
+        ("bias correction included in the log-likelihood (importance sampling)", diag.get("is_bias_correction")),
     ]
     for kind in ("mode", "mean"):
         for name, value in (diag.get(f"shrinkage_{kind}_percent") or {}).items():
