@@ -222,8 +222,9 @@ def _corr_factor(corr: Array) -> list[list[Any]]:
 
 
 def _mix(factor: list[list[Any]], z: Array) -> Array:
-    """``L z`` over the leading (parameter) axis of ``z`` (3, ...), for a factor of :func:`_corr_factor`."""
-    return jnp.stack([sum(factor[r][q] * z[q] for q in range(r + 1)) for r in range(N_PHI)])
+    """``L z`` over the leading (parameter) axis of ``z`` (3, ...), for a lower factor of
+    :func:`_corr_factor` or :func:`_proposal_factor` (a ``None`` entry is a zero)."""
+    return jnp.stack([sum(factor[r][q] * z[q] for q in range(r + 1) if factor[r][q] is not None) for r in range(N_PHI)])
 
 
 def _log_prior_t(phi_t: Array, mean_t: Array, omega2: Array, corr: Array | None = None) -> Array:
@@ -1174,10 +1175,7 @@ def _importance_sums(
     ones = jnp.ones(chunk, dtype)
 
     def affine(comp: _TComponent, u: Array) -> Array:
-        return jnp.stack([
-            comp.loc_t[j] + sum(comp.factor[j][m] * u[m] for m in range(j + 1) if comp.factor[j][m] is not None)
-            for j in range(N_PHI)
-        ])
+        return comp.loc_t[:, None, :] + _mix(comp.factor, u)
 
     def body(sums: _WeightSums, xs: tuple[Array, Array]) -> tuple[_WeightSums, None]:
         k, comp_k = xs
@@ -1289,8 +1287,8 @@ def importance_loglik(
     :math:`\hat p` (Jensen's inequality; :math:`\mathrm{E} \log \hat p \approx \log p - V / 2`,
     :math:`V = \mathrm{Var}(\hat p) / p^2`); summed over tens of thousands of lesions this is tens of
     units of -2LL. With the correction each lesion gets :math:`+\hat V / 2`, from the spread of its
-    weights (second-order delta method). ``benchmarks/README.md`` ("The log-likelihood by importance
-    sampling") measures these choices against a long reference run. ``n_draws`` and ``n_pilot`` are
+    weights (second-order delta method). ``benchmarks/README.md`` ("A maximum-likelihood
+    reference") measures these choices against a long reference run. ``n_draws`` and ``n_pilot`` are
     rounded up to multiples of ``chunk`` (draws evaluated at once: small chunks keep the working set in
     cache). ``omega_corr``: the correlations of a full :math:`\Omega`.
 
