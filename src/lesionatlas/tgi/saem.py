@@ -1148,6 +1148,15 @@ class _WeightSums(NamedTuple):
     s2: Array
 
 
+def _merge_sums(a: _WeightSums, b: _WeightSums) -> _WeightSums:
+    """The weight sums of two sets of draws, as one set (rescaled to the larger running maximum)."""
+    top = jnp.maximum(a.top, b.top)
+    ref = jnp.where(jnp.isfinite(top), top, 0.0)
+    sa, sb = jnp.exp(a.top - ref), jnp.exp(b.top - ref)
+    return _WeightSums(top, a.s0 * sa + b.s0 * sb, a.s02 * sa * sa + b.s02 * sb * sb, a.s1 * sa + b.s1 * sb,
+                       a.s2 * sa + b.s2 * sb)
+
+
 def _importance_sums(
     key: Array,
     comps: list[_TComponent],
@@ -1164,57 +1173,59 @@ def _importance_sums(
 ) -> _WeightSums:
     """Stratified draws from the mixture of ``comps`` (component ``j`` fills ``counts[j]`` chunks of
     ``chunk`` draws) with every weight taken against the mixture density (the deterministic-mixture
-    estimator: unbiased for p(y_i)); the weight sums of each lesion."""
+    estimator: unbiased for p(y_i)); the weight sums of each lesion.
+
+    Each component's chunks are one scan: its draws are its affine map of ``u`` and its own density comes
+    from ``u`` directly; only the other components' densities need a triangular solve. Chunk ``k`` (in
+    the order of the components) draws from ``fold_in(key, k)``."""
     n_chunks = sum(counts)
     shares = [c / n_chunks for c in counts]
     live = [j for j, c in enumerate(counts) if c > 0]
-    which = jnp.asarray([j for j, c in enumerate(counts) for _ in range(c)], jnp.int32)
     const = math.lgamma((df + N_PHI) / 2) - math.lgamma(df / 2) - 0.5 * N_PHI * math.log(df * math.pi)
     dtype = mean_t.dtype
     n = mean_t.shape[-1]
     ones = jnp.ones(chunk, dtype)
 
-    def affine(comp: _TComponent, u: Array) -> Array:
-        return comp.loc_t[:, None, :] + _mix(comp.factor, u)
+    def scan_component(j: int, first: int) -> _WeightSums:
+        own = comps[j]
 
-    def body(sums: _WeightSums, xs: tuple[Array, Array]) -> tuple[_WeightSums, None]:
-        k, comp_k = xs
-        k_z, k_chi2 = jax.random.split(jax.random.fold_in(key, k))
-        z = jax.random.normal(k_z, (N_PHI, chunk, n), _DRAW).astype(dtype)
-        u = z * jnp.sqrt(df / _chi2(k_chi2, df, (chunk, n), dtype))
-        if len(live) == 1:  # one component: its density straight from u
-            comp = comps[live[0]]
-            phi_t = affine(comp, u)
-            log_q = const - comp.log_det - 0.5 * (df + N_PHI) * jnp.log1p((u[0] ** 2 + u[1] ** 2 + u[2] ** 2) / df)
-        else:
-            phi_t = affine(comps[live[0]], u)
-            for j in live[1:]:
-                phi_t = jnp.where(comp_k == j, affine(comps[j], u), phi_t)
-            terms = [
-                math.log(shares[j]) - comps[j].log_det + _t_log_kernel(phi_t, comps[j].loc_t, comps[j].factor, df)
-                for j in live
-            ]
-            log_q = terms[0]
-            for term in terms[1:]:
-                log_q = jnp.logaddexp(log_q, term)
-            log_q = const + log_q
-        ll, _ = _loglik_at(_predict_t(phi_t, data), data, error, config)
-        log_w = ll + _log_prior_t(phi_t, mean_t, omega2, omega_corr) - log_q
-        log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
-        top = jnp.maximum(sums.top, jnp.max(log_w, axis=0))
-        ref = jnp.where(jnp.isfinite(top), top, 0.0)
-        scale = jnp.exp(sums.top - ref)
-        w = jnp.exp(log_w - ref)
-        s1, s2 = sums.s1, sums.s2
-        if moments:  # sums over the chunk as products with ones (a fused reduction loop is slow on CPU)
-            s1 = s1 * scale + jnp.stack([ones @ (w * phi_t[j]) for j in range(N_PHI)])
-            s2 = s2 * scale + jnp.stack([ones @ (w * phi_t[a] * phi_t[b]) for a, b in _PAIRS])
-        return _WeightSums(top, sums.s0 * scale + ones @ w, sums.s02 * scale * scale + ones @ (w * w), s1, s2), None
+        def body(sums: _WeightSums, k: Array) -> tuple[_WeightSums, None]:
+            k_z, k_chi2 = jax.random.split(jax.random.fold_in(key, k))
+            z = jax.random.normal(k_z, (N_PHI, chunk, n), _DRAW).astype(dtype)
+            u = z * jnp.sqrt(df / _chi2(k_chi2, df, (chunk, n), dtype))
+            phi_t = own.loc_t[:, None, :] + _mix(own.factor, u)
+            log_q = -own.log_det - 0.5 * (df + N_PHI) * jnp.log1p((u[0] ** 2 + u[1] ** 2 + u[2] ** 2) / df)
+            if len(live) > 1:
+                log_q = math.log(shares[j]) + log_q
+                for i in live:
+                    if i != j:
+                        other = comps[i]
+                        log_q = jnp.logaddexp(
+                            log_q, math.log(shares[i]) - other.log_det + _t_log_kernel(phi_t, other.loc_t, other.factor, df)
+                        )
+            ll, _ = _loglik_at(_predict_t(phi_t, data), data, error, config)
+            log_w = ll + _log_prior_t(phi_t, mean_t, omega2, omega_corr) - (const + log_q)
+            log_w = jnp.where(jnp.isnan(log_w), -jnp.inf, log_w)
+            top = jnp.maximum(sums.top, jnp.max(log_w, axis=0))
+            ref = jnp.where(jnp.isfinite(top), top, 0.0)
+            scale = jnp.exp(sums.top - ref)
+            w = jnp.exp(log_w - ref)
+            s1, s2 = sums.s1, sums.s2
+            if moments:  # sums over the chunk as products with ones (a fused reduction loop is slow on CPU)
+                s1 = s1 * scale + jnp.stack([ones @ (w * phi_t[a]) for a in range(N_PHI)])
+                s2 = s2 * scale + jnp.stack([ones @ (w * phi_t[a] * phi_t[b]) for a, b in _PAIRS])
+            return _WeightSums(top, sums.s0 * scale + ones @ w, sums.s02 * scale * scale + ones @ (w * w), s1, s2), None
 
-    zeros = jnp.zeros((n,), dtype)
-    start = _WeightSums(jnp.full((n,), -jnp.inf, dtype), zeros, zeros, jnp.zeros((N_PHI, n), dtype),
-                        jnp.zeros((len(_PAIRS), n), dtype))
-    sums, _ = jax.lax.scan(body, start, (jnp.arange(n_chunks), which))
+        zeros = jnp.zeros((n,), dtype)
+        start = _WeightSums(jnp.full((n,), -jnp.inf, dtype), zeros, zeros, jnp.zeros((N_PHI, n), dtype),
+                            jnp.zeros((len(_PAIRS), n), dtype))
+        sums, _ = jax.lax.scan(body, start, first + jnp.arange(counts[j]))
+        return sums
+
+    firsts = [sum(counts[:j]) for j in range(len(counts))]
+    sums = scan_component(live[0], firsts[live[0]])
+    for j in live[1:]:
+        sums = _merge_sums(sums, scan_component(j, firsts[j]))
     return sums
 
 
