@@ -3,7 +3,7 @@ sampling with the draws held fixed, on simulated data sets.
 
 ``.venv/bin/python benchmarks/tgi_mle_reference.py [--lesions 500] [--seed 1001] [--draws 4000]
 [--saem-seeds 4] [--kernels 0 2] [--replicates 3] [--check-draws 4] [--is-draws 1000 4000 10000]
-[--is-defensive 0.1 0] [--truth-sets 8]``
+[--is-defensive 0.1 0] [--truth-sets 8] [--is-pilot 0] [--is-keys 8]``
 
 For each lesion a proposal q_i is fitted to its conditional distribution (adaptive importance sampling:
 draws from the population distribution, then twice from a defensive mixture of the population
@@ -25,19 +25,23 @@ how far each estimate is from the MLE in units of the MLE's SE (inverse Hessian 
 Last, the -2LL that a fit reports (``TGIModel.n_is_draws`` in ``--is-draws`` and ``is_defensive`` in
 ``--is-defensive``, at the estimate of SAEM seed 0), with and without its bias correction, against a long
 reference run at that estimate: proposals refitted there and ``--truth-sets`` x ``--draws`` draws, each
-lesion's log mean weight plus half its relative variance.
+lesion's log mean weight plus half its relative variance. The fit's importance-sampling call (its own
+proposal from the MCMC moments; ``n_pilot`` in ``--is-pilot``) is repeated with ``--is-keys`` keys, the first the fit's own, so that the
+output gives the mean and the spread of the difference, not one draw of it.
 
 Writes ``benchmarks/out/tgi_mle_reference_<seed>_<lesions>.json``.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import sys
 import time
 import warnings
 from functools import partial
+from unittest import mock
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,6 +56,7 @@ from tgi_scale import simulate  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 
 from lesionatlas.tgi import TGIModel, saem  # noqa: E402
+from lesionatlas.tgi import fit as fit_module  # noqa: E402
 from lesionatlas.tgi.fit import build_arrays  # noqa: E402
 from lesionatlas.tgi.likelihood import loglik_from_prediction, predict_log_volume  # noqa: E402
 
@@ -221,6 +226,9 @@ def main() -> None:
                     help="TGIModel is_defensive values of that check")
     ap.add_argument("--truth-sets", type=int, default=8,
                     help="sets of --draws of the long reference run at that estimate (bias-corrected)")
+    ap.add_argument("--is-pilot", type=int, nargs="*", default=[0], help="importance_loglik n_pilot values")
+    ap.add_argument("--is-keys", type=int, default=8,
+                    help="the fit's importance sampling repeated with this many keys (the first its own)")
     args = ap.parse_args()
     t_start = time.time()
 
@@ -297,22 +305,41 @@ def main() -> None:
         print(f"reference -2LL at SAEM seed 0's estimate, {truth['draws']} draws: {truth['m2ll']:.1f} (SE "
               f"{truth['m2ll_se']:.1f}; uncorrected {truth['m2ll_uncorrected']:.1f}; the fixed draws of the "
               f"maximisation {truth['fixed_draw_m2ll']:.1f}); {time.time() - t_start:.0f} s", flush=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for a in args.is_defensive if args.is_draws else []:
-            for m in args.is_draws:
-                t0 = time.time()
-                fit = TGIModel(baseline_observation="drop", n_is_draws=m, n_independent_kernel=k0,
-                               is_defensive=a).fit(cohort, seed=0)
-                m2ll = -2 * fit.loglik
-                corr = 2 * fit.diagnostics["is_bias_correction"]
-                is_rows.append({"n_is_draws": m, "is_defensive": a, "m2ll": m2ll, "m2ll_uncorrected": m2ll + corr,
-                                "m2ll_se": 2 * fit.diagnostics["is_relative_se"], "reference_m2ll": truth["m2ll"],
-                                "importance_seconds": fit.diagnostics["phase_seconds"]["importance_sampling"]})
-                print(f"fit's -2LL, is_defensive={a}, n_is_draws={m}: {m2ll:.1f} (reported SE "
-                      f"{is_rows[-1]['m2ll_se']:.1f}), minus the reference {m2ll - truth['m2ll']:+.1f}; uncorrected "
-                      f"{m2ll + corr - truth['m2ll']:+.1f} (importance sampling "
-                      f"{is_rows[-1]['importance_seconds']:.1f} s, fit {time.time() - t0:.0f} s)", flush=True)
+    if args.is_draws:
+        # the fit's own importance-sampling call (its MCMC proposal, at its estimate), repeated with
+        # --is-keys keys: the Monte-Carlo spread of the -2LL a fit reports, not one draw of it
+        with warnings.catch_warnings(), mock.patch.object(
+                fit_module.saem, "importance_loglik_jit", wraps=saem.importance_loglik_jit) as call:
+            warnings.simplefilter("ignore")
+            fit = TGIModel(baseline_observation="drop", n_is_draws=args.is_draws[0],
+                           n_independent_kernel=k0).fit(cohort, seed=0)
+        is_args, is_kwargs = call.call_args
+        fit_key = is_args[0]
+    for a, pilot, m in itertools.product(args.is_defensive, args.is_pilot, args.is_draws):
+        m2ll, m2ll_raw, m2ll_se, secs = [], [], [], []
+        for r in range(args.is_keys):
+            key_r = fit_key if r == 0 else jax.random.fold_in(fit_key, r)
+            t0 = time.time()
+            ll, rel_se = saem.importance_loglik_jit(key_r, *is_args[1:7], m, *is_args[8:],
+                                                    **{**is_kwargs, "defensive": a, "n_pilot": pilot})
+            ll, rel_var = np.asarray(ll, float), np.asarray(rel_se, float) ** 2
+            secs.append(time.time() - t0)
+            m2ll.append(-2 * ll.sum())
+            m2ll_raw.append(-2 * ll.sum() + rel_var.sum())
+            m2ll_se.append(2 * math.sqrt(rel_var.sum()))
+            if r == 0 and m == args.is_draws[0] and a == fit.spec.is_defensive and pilot == 0:
+                # this call repeats the fit's own
+                assert math.isclose(m2ll[0], -2 * fit.loglik, rel_tol=1e-12), (m2ll[0], -2 * fit.loglik)
+        d, d_raw = np.array(m2ll) - truth["m2ll"], np.array(m2ll_raw) - truth["m2ll"]
+        is_rows.append({"n_is_draws": m, "is_defensive": a, "n_pilot": pilot, "keys": args.is_keys, "m2ll": m2ll,
+                        "m2ll_uncorrected": m2ll_raw, "reported_se": m2ll_se, "reference_m2ll": truth["m2ll"],
+                        "minus_reference_mean": float(d.mean()), "minus_reference_sd": float(d.std(ddof=1))
+                        if len(d) > 1 else None, "uncorrected_minus_reference_mean": float(d_raw.mean()),
+                        "seconds_median": float(np.median(secs))})
+        sd = f"SD {d.std(ddof=1):.1f} over {len(d)} keys, " if len(d) > 1 else ""
+        print(f"fit's -2LL, is_defensive={a}, n_pilot={pilot}, n_is_draws={m}: minus the reference {d.mean():+.1f} ({sd}"
+              f"reported SE {np.mean(m2ll_se):.1f}; the fit's own key {d[0]:+.1f}); uncorrected "
+              f"{d_raw.mean():+.1f}; {np.median(secs):.1f} s per call", flush=True)
     for k in args.kernels:
         d = np.array([r["loglik_minus_mle"] for r in rows if r["kernel"] == k])
         zs = np.array([[r[f"z_{n}"] for n in NAMES] for r in rows if r["kernel"] == k])
