@@ -59,8 +59,8 @@ def test_builder_on_base_run(built):
     assert set(_blocks(growth, Table)) == {"table2_tgi_fit", "table2_tgi_fit_statistics", "table2_organ_medians",
                                            "table2_parameter_correlations", "table2_treatment_effects", "table2_dunn"}
     diag_figures = _blocks(diagnostics, Figure)
-    assert set(diag_figures) == {"tgi_observed_vs_predicted", "tgi_residuals", "tgi_vpc", "tgi_saem_trajectories",
-                                 "tgi_individual_fits"}
+    assert set(diag_figures) == {"tgi_observed_vs_predicted", "tgi_residuals", "tgi_vpc", "tgi_vpc_conditional",
+                                 "tgi_saem_trajectories", "tgi_individual_fits"}
     for fig in [*figures.values(), *diag_figures.values()]:
         visible = [ax for ax in fig.figure.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
         assert visible and all(_has_data(ax) for ax in visible), fig.name

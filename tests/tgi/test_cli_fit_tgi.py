@@ -40,7 +40,8 @@ def test_fit_tgi_writes_tables_and_plots(tmp_path, capsys):
     individual = pd.read_csv(out / "individual.csv")
     assert len(individual) == 400 and {"lesion_id", "kg", "kd", "f", "kg_mean"} <= set(individual.columns)
     pngs = sorted(p.name for p in (out / "diagnostics").glob("*.png"))
-    assert "vpc.png" in pngs and "cnpde_vs_time.png" in pngs and "saem_trajectories.png" in pngs and len(pngs) == 11
+    assert "vpc.png" in pngs and "vpc_conditional.png" in pngs and "cnpde_vs_time.png" in pngs
+    assert "saem_trajectories.png" in pngs and len(pngs) == 12
     assert "kg_pop" in captured.out  # the population table is printed
 
 

@@ -177,6 +177,47 @@ def test_vpc(fit):
     assert (~cens["outside_pi"]).mean() >= 0.6
 
 
+def test_conditional_vpc_stays_calibrated_when_scans_stop_at_progression(fit):
+    """The VPC's late bins lack the growing lesions its replicates keep (the design); the conditional VPC
+    simulates each observed row given the lesion's earlier rows, so its bands follow the data."""
+    standard = fit.vpc().percentiles
+    conditional = fit.vpc(conditional=True).percentiles
+    late_top = lambda per: per[(per["percentile"] == 90.0) & (per["bin"] >= 7)]  # noqa: E731
+    assert (late_top(standard)["observed_mm3"] < late_top(standard)["simulated_lower_mm3"]).all()  # seen 2 of 2
+    assert not late_top(conditional)["outside_pi"].any()
+    assert conditional["outside_pi"].sum() <= 5  # of 24; seen 3 (standard: 6)
+    assert (conditional[["bin", "percentile", "observed_mm3"]].to_numpy() == standard[["bin", "percentile",
+                                                                                         "observed_mm3"]].to_numpy()).all()
+
+
+def test_conditional_simulations_follow_the_conditional_probabilities(fit):
+    """The replicates resample the importance draws behind the conditional NPDE: the share of replicates
+    below each observation is that observation's one-step-ahead probability (up to 200-replicate noise);
+    a lesion's first row has nothing before it, so it is simulated as by the population model."""
+    from lesionatlas.tgi import diagnostics as dg
+
+    d = dg._design(fit)
+    sims = dg.conditional_simulations(fit)
+    assert sims.shape == (200, fit.n_obs) and np.isfinite(sims).all()
+    assert np.array_equal(dg.conditional_simulations(fit, seed=0), sims)
+    assert not np.array_equal(dg.conditional_simulations(fit, seed=1, n_simulations=200), sims)
+    prob = dg._conditional_pd(fit, d, np.random.default_rng(5), dg._CONDITIONAL_DRAWS)
+    share = (sims <= d.y).mean(axis=0)
+    seen = ~d.censored
+    assert np.corrcoef(share[seen], prob[seen])[0, 1] > 0.97  # seen 0.987
+    assert np.abs(share - prob)[seen].mean() < 0.05  # seen 0.035 (binomial noise alone ~0.028)
+    first = (fit.observations.groupby("lesion_id")["day"].rank(method="first") == 1).to_numpy()
+    population = simulate_observations(fit)
+    assert np.corrcoef(np.log(np.median(sims[:, first], 0)), np.log(np.median(population[:, first], 0)))[0, 1] > 0.99
+
+
+def test_conditional_vpc_flags_a_wrong_model(fit):
+    pop = fit.population.copy()
+    pop.loc[pop["parameter"] == "kg_pop", "estimate"] *= 2.0
+    per = dataclasses.replace(fit, population=pop).vpc(conditional=True).percentiles
+    assert per.loc[per["percentile"] == 50.0, "outside_pi"].sum() >= 6  # of 8; seen 8
+
+
 def test_bad_options(fit):
     with pytest.raises(ConfigError, match="n_simulations"):
         fit.residuals(n_simulations=1)

@@ -528,11 +528,12 @@ class TGIFit:
 
         return residual_table(self, n_simulations=n_simulations, seed=seed)
 
-    def vpc(self, *, n_simulations: int = 200, n_bins: int = 8, seed: int = 0) -> Any:
-        """Visual predictive check as data; see :func:`lesionatlas.tgi.diagnostics.vpc_table`."""
+    def vpc(self, *, n_simulations: int = 200, n_bins: int = 8, seed: int = 0, conditional: bool = False) -> Any:
+        """Visual predictive check as data (``conditional``: each observation simulated given the lesion's
+        earlier ones); see :func:`lesionatlas.tgi.diagnostics.vpc_table`."""
         from .diagnostics import vpc_table
 
-        return vpc_table(self, n_simulations=n_simulations, n_bins=n_bins, seed=seed)
+        return vpc_table(self, n_simulations=n_simulations, n_bins=n_bins, seed=seed, conditional=conditional)
 
     def plot_observed_vs_predicted(self, ax: Any = None, *, kind: str = "individual") -> Any:
         """Observed vs individual (``kind="individual"``) or population predictions; returns the Axes."""
@@ -546,11 +547,12 @@ class TGIFit:
 
         return plot_residuals(self, ax=ax, x=x, kind=kind)
 
-    def plot_vpc(self, ax: Any = None) -> Any:
-        """VPC: observed 10/50/90th percentiles over the simulated ones' prediction intervals (Axes)."""
+    def plot_vpc(self, ax: Any = None, *, conditional: bool = False) -> Any:
+        """VPC: observed 10/50/90th percentiles over the simulated ones' prediction intervals (Axes);
+        ``conditional``: the conditional VPC."""
         from .diagnostics import plot_vpc
 
-        return plot_vpc(self, ax=ax)
+        return plot_vpc(self, ax=ax, conditional=conditional)
 
     def plot_vpc_censored(self, ax: Any = None) -> Any:
         """VPC of the proportion of observations below the limit per time bin (Axes)."""
