@@ -6,6 +6,7 @@ import pandas as pd
 from tgi_simulate import simulate
 
 from lesionatlas.cli import main
+from lesionatlas.tgi import TGIFit
 
 
 def _authors_layout(path, n_lesions=400, seed=8):
@@ -59,9 +60,13 @@ def test_fit_tgi_covariance_option(tmp_path, capsys):
     code = main(["fit-tgi", str(data), "--out", str(tmp_path / "bad"), "--covariance", "unstructured"])
     assert code == 2 and "--covariance must be diagonal or full" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    code = main(["fit-tgi", str(data), "--out", str(tmp_path / "bad"), "--is-draws", "-5"])
+    assert code == 2 and "--is-draws must be 0" in capsys.readouterr().err
     out = tmp_path / "out"
     code = main(["fit-tgi", str(data), "--out", str(out), "--format", "monolix", "--covariance", "full",
-                 "--iterations", "40,20"])
+                 "--iterations", "40,20", "--is-draws", "300"])
     assert code == 0, capsys.readouterr().err
     population = pd.read_csv(out / "population.csv")
     assert {"corr_kg_kd", "corr_kg_f", "corr_kd_f"} <= set(population["parameter"])
+    fit = TGIFit.from_dir(out / "fit")
+    assert fit.spec.n_is_draws == 300 and np.isfinite(fit.loglik)
