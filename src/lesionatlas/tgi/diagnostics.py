@@ -394,9 +394,9 @@ def _cell_terms(per_lesion, cell_lesion, t, y, lower, censored, valid, log_v0, t
 
 
 def _given_earlier_rows(ll, log_w, cell_lesion, n_doublings):
-    """Log weights of the draws for each row given the earlier rows of its lesion (rows in lesion and time
-    order): ``log_w`` plus the log-likelihood of those rows, a segmented prefix sum by doubling
-    (``2 ** n_doublings`` >= the longest lesion); relative to each row's largest."""
+    """Normalised weights of the draws for each row given the earlier rows of its lesion (rows in lesion
+    and time order): ``log_w`` plus the log-likelihood of those rows, a segmented prefix sum by doubling
+    (``2 ** n_doublings`` >= the longest lesion)."""
     total = ll  # after step k: the sum over this row and up to 2^(k+1) - 1 earlier rows of the lesion
     for k in range(n_doublings):
         s = 2 ** k
@@ -404,23 +404,19 @@ def _given_earlier_rows(ll, log_w, cell_lesion, n_doublings):
         shifted = jnp.concatenate([jnp.zeros((s, ll.shape[1]), ll.dtype), total[:-s]])
         total = total + jnp.where(same[:, None], shifted, 0.0)
     lw = log_w + (total - ll)
-    return lw - jnp.max(lw, axis=1, keepdims=True)
-
-
-@partial(jax.jit, static_argnames=("n_doublings",))
-def _row_weights(ll, log_w, cell_lesion, *, n_doublings):
-    """The draws' normalised weights for each row given the earlier rows of its lesion."""
-    w = jnp.exp(_given_earlier_rows(ll, log_w, cell_lesion, n_doublings))
+    w = jnp.exp(lw - jnp.max(lw, axis=1, keepdims=True))
     return w / row_sum(w)[:, None]
+
+
+_row_weights = jax.jit(_given_earlier_rows, static_argnames=("n_doublings",))
 
 
 @partial(jax.jit, static_argnames=("n_doublings",))
 def _weighted_probability(ll, log_w, p_upper, p_lower, cell_lesion, censored, u, *, n_doublings):
     """Each row's predictive probability given the earlier rows of its lesion (:func:`_given_earlier_rows`)."""
-    w = jnp.exp(_given_earlier_rows(ll, log_w, cell_lesion, n_doublings))
-    norm = row_sum(w)
-    hi = row_sum(w * p_upper) / norm
-    lo = 0.0 if p_lower is None else row_sum(w * p_lower) / norm
+    w = _given_earlier_rows(ll, log_w, cell_lesion, n_doublings)
+    hi = row_sum(w * p_upper)
+    lo = 0.0 if p_lower is None else row_sum(w * p_lower)
     return jnp.where(censored, lo + u * (hi - lo), hi)
 
 
@@ -524,7 +520,7 @@ def conditional_simulations(fit: TGIFit, *, n_simulations: int = 200, seed: int 
     with jax.enable_x64(True):
         for c in _conditional_chunks(fit, d, rng, k):
             nc = len(c.rows)
-            w = np.asarray(_row_weights(c.ll, c.log_w, c.cell_lesion, n_doublings=c.n_doublings))[:nc]
+            w = np.asarray(_row_weights(c.ll, c.log_w, c.cell_lesion, c.n_doublings))[:nc]
             # inverse-CDF resampling of every row at once: row i's cumulative weights shifted by i form one
             # increasing sequence, searched for the uniforms shifted the same way
             cum = np.cumsum(w, axis=1)

@@ -445,6 +445,11 @@ def _t_log_kernel(x_t: Array, mean_t: Array, factor: list[list[Array | None]], d
             if factor[k][j] is not None:
                 r = r - factor[k][j] * u[j]
         u.append(r / factor[k][k])
+    return _t_log_kernel_std(u, df)
+
+
+def _t_log_kernel_std(u: Any, df: float) -> Array:
+    """:func:`_t_log_kernel` of the standardised point ``u`` (3, ...) = L^-1 (x - mean)."""
     return -0.5 * (df + N_PHI) * jnp.log1p((u[0] * u[0] + u[1] * u[1] + u[2] * u[2]) / df)
 
 
@@ -1194,7 +1199,7 @@ def _importance_sums(
             z = jax.random.normal(k_z, (N_PHI, chunk, n), _DRAW).astype(dtype)
             u = z * jnp.sqrt(df / _chi2(k_chi2, df, (chunk, n), dtype))
             phi_t = own.loc_t[:, None, :] + _mix(own.factor, u)
-            log_q = -own.log_det - 0.5 * (df + N_PHI) * jnp.log1p((u[0] ** 2 + u[1] ** 2 + u[2] ** 2) / df)
+            log_q = _t_log_kernel_std(u, df) - own.log_det
             if len(live) > 1:
                 log_q = math.log(shares[j]) + log_q
                 for i in live:
