@@ -42,6 +42,14 @@ def _run(out: Path, config: Path, *extra: str) -> int:
     return main(["run", str(out / "input"), "--out", str(out), "--config", str(config), "--quiet", *extra])
 
 
+@pytest.fixture
+def stages_config(quick_config, tmp_path) -> Path:
+    """The quick config without the report (a minute of drawing): for the tests of which stages run again."""
+    path = tmp_path / "stages.toml"
+    path.write_text(quick_config.read_text() + "\n[report]\nenabled = false\n")
+    return path
+
+
 # ----------------------------------------------------------------------------------------- the run
 def test_demo_writes_every_stage_and_the_manifest(base_run):
     manifest = json.loads((base_run / "manifest.json").read_text())
@@ -87,9 +95,9 @@ def test_rerun_reuses_every_stage(run_copy, quick_config):
     assert all(s["reused"] and s["status"] == "done" for s in _manifest(run_copy).values())
 
 
-def test_from_events_redoes_events_and_later_only_with_identical_tables(run_copy, base_run, quick_config):
+def test_from_events_redoes_events_and_later_only_with_identical_tables(run_copy, base_run, stages_config):
     before = _records(run_copy)
-    assert _run(run_copy, quick_config, "--from", "events") == 0
+    assert _run(run_copy, stages_config, "--from", "events") == 0
     after, manifest = _records(run_copy), _manifest(run_copy)
     later = pipeline.STAGES[pipeline.STAGES.index("events"):]
     for stage in pipeline.STAGES:
@@ -100,7 +108,7 @@ def test_from_events_redoes_events_and_later_only_with_identical_tables(run_copy
         assert _csvs(run_copy / stage) == _csvs(base_run / stage), stage
 
 
-def test_interrupted_run_resumes(run_copy, quick_config, monkeypatch, capsys):
+def test_interrupted_run_resumes(run_copy, stages_config, monkeypatch, capsys):
     for stage in ("patterns", "survival", "predictor"):  # as if the run had stopped before them
         shutil.rmtree(run_copy / stage)
 
@@ -108,24 +116,24 @@ def test_interrupted_run_resumes(run_copy, quick_config, monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setitem(pipeline._RUNNERS, "patterns", interrupted)
-    assert _run(run_copy, quick_config) == 130
+    assert _run(run_copy, stages_config) == 130
     manifest = json.loads((run_copy / "manifest.json").read_text())
     assert manifest["status"] == "failed"
     assert not (run_copy / "patterns").exists()
     assert not list(run_copy.glob(".*.tmp"))
     monkeypatch.undo()
-    assert _run(run_copy, quick_config) == 0
+    assert _run(run_copy, stages_config) == 0
     manifest = _manifest(run_copy)
     for stage in pipeline.STAGES:
         assert manifest[stage]["status"] == "done"
         assert manifest[stage]["reused"] is (stage not in ("patterns", "survival", "predictor")), stage
 
 
-def test_corrupted_stage_folders_are_detected_and_redone(run_copy, quick_config):
+def test_corrupted_stage_folders_are_detected_and_redone(run_copy, stages_config):
     (run_copy / "events" / "table.csv").unlink()
     (run_copy / "hazards" / "meta.json").write_text("garbage")
     (run_copy / "phenotypes" / "stage.json").write_text("{not json")
-    assert _run(run_copy, quick_config) == 0
+    assert _run(run_copy, stages_config) == 0
     manifest = _manifest(run_copy)
     for stage in ("events", "hazards", "phenotypes"):
         assert not manifest[stage]["reused"], stage
@@ -136,9 +144,9 @@ def test_corrupted_stage_folders_are_detected_and_redone(run_copy, quick_config)
     json.loads((run_copy / "phenotypes" / "stage.json").read_text())
 
 
-def test_changed_config_redoes_the_stage_and_what_depends_on_it(run_copy, quick_config, tmp_path):
+def test_changed_config_redoes_the_stage_and_what_depends_on_it(run_copy, stages_config, tmp_path):
     config = tmp_path / "c.toml"
-    config.write_text(quick_config.read_text().replace("[patterns]\n", "[patterns]\nrule = \"knee\"\nk = 3\n"))
+    config.write_text(stages_config.read_text().replace("[patterns]\n", "[patterns]\nrule = \"knee\"\nk = 3\n"))
     assert _run(run_copy, config) == 0
     manifest = _manifest(run_copy)
     assert [s for s in pipeline.STAGES if not manifest[s]["reused"]] == ["patterns", "survival", "predictor"]
