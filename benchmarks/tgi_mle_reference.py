@@ -3,7 +3,7 @@ sampling with the draws held fixed, on simulated data sets.
 
 ``.venv/bin/python benchmarks/tgi_mle_reference.py [--lesions 500] [--seed 1001] [--draws 4000]
 [--saem-seeds 4] [--kernels 0 2] [--replicates 3] [--check-draws 4] [--is-draws 1000 4000 10000]
-[--is-defensive 0.1 0] [--truth-sets 8] [--is-pilot 0] [--is-keys 8]``
+[--is-defensive 0.1 0] [--is-inflate 1.5 1] [--truth-sets 8] [--is-pilot 0] [--is-keys 8]``
 
 For each lesion a proposal q_i is fitted to its conditional distribution (adaptive importance sampling:
 draws from the population distribution, then twice from a defensive mixture of the population
@@ -22,8 +22,8 @@ with ``--check-draws`` times the draws (default 4).
 It then evaluates, with the same fixed draws (common random numbers, so differences are precise), log L
 at the SAEM estimates of several SAEM seeds for each ``n_independent_kernel`` in ``--kernels``, and prints
 how far each estimate is from the MLE in units of the MLE's SE (inverse Hessian of log L) and in log L.
-Last, the -2LL that a fit reports (``TGIModel.n_is_draws`` in ``--is-draws`` and ``is_defensive`` in
-``--is-defensive``, at the estimate of SAEM seed 0), with and without its bias correction, against a long
+Last, the -2LL that a fit reports (``TGIModel.n_is_draws`` in ``--is-draws``, ``is_defensive`` in
+``--is-defensive`` and ``is_inflate`` in ``--is-inflate``, at the estimate of SAEM seed 0), with and without its bias correction, against a long
 reference run at that estimate: proposals refitted there and ``--truth-sets`` x ``--draws`` draws, each
 lesion's log mean weight plus half its relative variance. The fit's importance-sampling call (its own
 proposal from the MCMC moments; ``n_pilot`` in ``--is-pilot``) is repeated with ``--is-keys`` keys, the first the fit's own, so that the
@@ -227,6 +227,8 @@ def main() -> None:
     ap.add_argument("--truth-sets", type=int, default=8,
                     help="sets of --draws of the long reference run at that estimate (bias-corrected)")
     ap.add_argument("--is-pilot", type=int, nargs="*", default=[0], help="importance_loglik n_pilot values")
+    ap.add_argument("--is-inflate", type=float, nargs="*", default=[1.5, 1.0],
+                    help="TGIModel is_inflate values of that check")
     ap.add_argument("--is-keys", type=int, default=8,
                     help="the fit's importance sampling repeated with this many keys (the first its own)")
     args = ap.parse_args()
@@ -315,29 +317,31 @@ def main() -> None:
                            n_independent_kernel=k0).fit(cohort, seed=0)
         is_args, is_kwargs = call.call_args
         fit_key = is_args[0]
-    for a, pilot, m in itertools.product(args.is_defensive, args.is_pilot, args.is_draws):
+    for a, c, pilot, m in itertools.product(args.is_defensive, args.is_inflate, args.is_pilot, args.is_draws):
         m2ll, m2ll_raw, m2ll_se, secs = [], [], [], []
         for r in range(args.is_keys):
             key_r = fit_key if r == 0 else jax.random.fold_in(fit_key, r)
             t0 = time.time()
             ll, rel_se = saem.importance_loglik_jit(key_r, *is_args[1:7], m, *is_args[8:],
-                                                    **{**is_kwargs, "defensive": a, "n_pilot": pilot})
+                                                    **{**is_kwargs, "defensive": a, "inflate": c,
+                                                       "n_pilot": pilot})
             ll, rel_var = np.asarray(ll, float), np.asarray(rel_se, float) ** 2
             secs.append(time.time() - t0)
             m2ll.append(-2 * ll.sum())
             m2ll_raw.append(-2 * ll.sum() + rel_var.sum())
             m2ll_se.append(2 * math.sqrt(rel_var.sum()))
-            if r == 0 and m == args.is_draws[0] and a == fit.spec.is_defensive and pilot == 0:
+            if (r == 0 and m == args.is_draws[0] and a == fit.spec.is_defensive and c == fit.spec.is_inflate
+                    and pilot == 0):
                 # this call repeats the fit's own
                 assert math.isclose(m2ll[0], -2 * fit.loglik, rel_tol=1e-12), (m2ll[0], -2 * fit.loglik)
         d, d_raw = np.array(m2ll) - truth["m2ll"], np.array(m2ll_raw) - truth["m2ll"]
-        is_rows.append({"n_is_draws": m, "is_defensive": a, "n_pilot": pilot, "keys": args.is_keys, "m2ll": m2ll,
+        is_rows.append({"n_is_draws": m, "is_defensive": a, "is_inflate": c, "n_pilot": pilot, "keys": args.is_keys, "m2ll": m2ll,
                         "m2ll_uncorrected": m2ll_raw, "reported_se": m2ll_se, "reference_m2ll": truth["m2ll"],
                         "minus_reference_mean": float(d.mean()), "minus_reference_sd": float(d.std(ddof=1))
                         if len(d) > 1 else None, "uncorrected_minus_reference_mean": float(d_raw.mean()),
                         "seconds_median": float(np.median(secs))})
         sd = f"SD {d.std(ddof=1):.1f} over {len(d)} keys, " if len(d) > 1 else ""
-        print(f"fit's -2LL, is_defensive={a}, n_pilot={pilot}, n_is_draws={m}: minus the reference {d.mean():+.1f} ({sd}"
+        print(f"fit's -2LL, is_defensive={a}, is_inflate={c}, n_pilot={pilot}, n_is_draws={m}: minus the reference {d.mean():+.1f} ({sd}"
               f"reported SE {np.mean(m2ll_se):.1f}; the fit's own key {d[0]:+.1f}); uncorrected "
               f"{d_raw.mean():+.1f}; {np.median(secs):.1f} s per call", flush=True)
     for k in args.kernels:

@@ -410,7 +410,7 @@ def fit_tgi_command(
     iterations: Annotated[Optional[str], typer.Option("--iterations", help="SAEM iterations K1,K2: exploratory and smoothing phases (default 300,200).")] = None,
     covariate: Annotated[Optional[list[str]], typer.Option("--covariate", help="A covariate of an individual parameter, PARAM=NAME[,NAME...] (PARAM kg, kd or f; NAME a column of the lesions or patients table, or log_v0); repeatable, e.g. --covariate kg=organ,log_v0.")] = None,
     covariance: Annotated[Optional[str], typer.Option("--covariance", help="Covariance of the random effects: diagonal (default, the authors' model) or full (correlations of Kg, Kd, F estimated too).")] = None,
-    is_draws: Annotated[Optional[int], typer.Option("--is-draws", help="Importance-sampling draws per lesion for the -2LL, AIC and BIC (default 1000; 0 skips them). Its Monte-Carlo SD at paper scale is about 22 at 1000 draws and 8 at 4000: use 4000 or more for a final value or one to set beside Monolix's.")] = None,
+    is_draws: Annotated[Optional[int], typer.Option("--is-draws", help="Importance-sampling draws per lesion for the -2LL, AIC and BIC (default 1000; 0 skips them). Its Monte-Carlo SD at paper scale is about 21 at 1000 draws and 9 at 4000: use 4000 or more for a final value or one to set beside Monolix's.")] = None,
 ) -> None:
     """Fit the tumor growth model (SAEM) to the target lesions; write estimates and diagnostic plots."""
     import dataclasses

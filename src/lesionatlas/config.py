@@ -156,7 +156,8 @@ class TGIConfig:
     n_posterior_iter: int = 200
     standard_errors: bool = True
     n_is_draws: int = 1000
-    is_defensive: float = 0.1
+    is_defensive: float = 0.2
+    is_inflate: float = 1.5
     n_mode_steps: int = 50
     chunk_size: int = 50
     precision: str = "float64"

@@ -79,6 +79,7 @@ def test_censoring_drop():
         {"precision": "float16"},
         {"annealing_factor": 1.5},
         {"is_defensive": 1.0},
+        {"is_inflate": 0.0},
     ],
 )
 def test_bad_spec_values_are_named(kwargs):

@@ -274,10 +274,10 @@ def _marginal_by_grid(data, mu, omega, b, n_grid=81):
 @pytest.mark.parametrize("interval", [False, True])
 def test_importance_sampling_matches_quadrature(interval, proposal):
     """The IS estimate of one lesion's marginal log-likelihood (3 random effects integrated out) agrees
-    with an independent 3-D grid integral to 0.02 on the log scale (IS with 20,000 t-draws has a
-    Monte-Carlo SE of about 0.005 here; the grid error is far smaller), with a diagonal proposal (SDs)
-    or the conditional mean and full covariance (as the fit uses; the parameters of a lesion are
-    correlated in its conditional distribution)."""
+    with an independent 3-D grid integral to 0.02 on the log scale (the grid error is far smaller), with
+    the conditional mean and full covariance as the fit uses them (the parameters of a lesion are correlated
+    in its conditional distribution; 20,000 draws, a Monte-Carlo SE of about 0.007 here) or a poorer
+    diagonal proposal (SDs, off-centre; 100,000 draws for about 0.009)."""
     data = _one_lesion(censor_last=True, interval=interval)
     mu = np.array([math.log(0.005), math.log(0.03), math.log(0.1 / 0.9)])
     omega = np.array([0.6, 0.7, 1.0])
@@ -296,11 +296,11 @@ def test_importance_sampling_matches_quadrature(interval, proposal):
         data,
         prop_mean,
         prop_sd,
-        20_000,
+        20_000 if proposal == "cov" else 100_000,
         SAEMConfig(),
         chunk=1000,
     )
-    assert float(rel_se[0]) < 0.02
+    assert float(rel_se[0]) < 0.012
     assert float(ll[0]) == pytest.approx(ref, abs=0.02)
 
 

@@ -62,6 +62,8 @@ def _check_spec(spec: TGIModel) -> None:
         raise ConfigError(f"TGIModel.f must be in (0, 1), got {spec.f!r}")
     if not 0 <= spec.is_defensive < 1:
         raise ConfigError(f"TGIModel.is_defensive must be in [0, 1), got {spec.is_defensive!r}")
+    if not spec.is_inflate > 0:
+        raise ConfigError(f"TGIModel.is_inflate must be positive, got {spec.is_inflate!r}")
     if not 0 < spec.annealing_factor <= 1:
         raise ConfigError(f"TGIModel.annealing_factor must be in (0, 1], got {spec.annealing_factor!r}")
     for name in ("n_explore", "n_smooth", "chunk_size", "n_posterior_iter"):
@@ -907,7 +909,7 @@ def _fit_arrays(
     if spec.n_is_draws > 0:
         ll, rel_se = saem.importance_loglik_jit(
             k_is, state.coef, state.omega2, state.error, data, post.phi_mean, post.phi_cov, spec.n_is_draws, config,
-            omega_corr=corr_jnp, defensive=float(spec.is_defensive),
+            omega_corr=corr_jnp, defensive=float(spec.is_defensive), inflate=float(spec.is_inflate),
         )
         loglik = float(np.sum(np.asarray(ll)[:n]))
         rel_var = np.asarray(rel_se)[:n] ** 2

@@ -1267,19 +1267,20 @@ def importance_loglik(
     df: float = 5.0,
     chunk: int = 10,
     omega_corr: Array | None = None,
-    defensive: float = 0.1,
+    defensive: float = 0.2,
+    inflate: float = 1.5,
     n_pilot: int = 0,
     bias_correction: bool = True,
 ) -> tuple[Array, Array]:
     r"""Log-likelihood of each lesion by importance sampling (Monolix's method, made robust).
 
     .. math:: \hat p(y_i) = \frac{1}{M} \sum_m \frac{p(y_i \mid \phi_m)\, p(\phi_m)}{q_i(\phi_m)}, \qquad
-              q_i = (1 - \alpha)\, t_\nu(\hat\mu_i, \hat\Sigma_i) + \alpha\, t_\nu(\mu_i, \Omega),
+              q_i = (1 - \alpha)\, t_\nu(\hat\mu_i, c^2 \hat\Sigma_i) + \alpha\, t_\nu(\mu_i, \Omega),
 
     with :math:`\hat\mu_i` the conditional mean of lesion :math:`i` (from the MCMC draws),
     :math:`\hat\Sigma_i` its conditional covariance (``proposal_scale`` (N, 3, 3); or (N, 3) conditional
-    SDs, a diagonal proposal), :math:`\mu_i, \Omega` the population distribution, and :math:`t_\nu` the
-    multivariate Student-t with :math:`\nu` = ``df`` degrees of freedom (:math:`\hat\mu + L u`,
+    SDs, a diagonal proposal) widened by :math:`c` = ``inflate``, :math:`\mu_i, \Omega` the population
+    distribution, and :math:`t_\nu` the multivariate Student-t with :math:`\nu` = ``df`` degrees of freedom (:math:`\hat\mu + L u`,
     :math:`u = z \sqrt{\nu / \chi^2_\nu}`, :math:`z \sim N(0, I_3)`). The draws are stratified: a share
     ``defensive`` = :math:`\alpha` of the chunks (rounded; the exact shares enter :math:`q_i`) come from
     the population component, the rest from the conditional one, and every weight uses the mixture density
@@ -1291,6 +1292,13 @@ def importance_loglik(
     and a rare run hits it with one enormous weight. The population component bounds every weight by
     :math:`p(y_i \mid \phi) / \alpha` times the ratio of the normal to the t density, so the variance of
     the weights is finite and their sample variance is a usable estimate of it.
+
+    Why ``inflate`` > 1: the MCMC moments come from a few hundred autocorrelated draws of a conditional
+    distribution that is often curved (the Kg-F ridge); a proposal that is only as wide as those moments
+    misses the edges of many lesions' distributions a little, and the log of the mean weight is then
+    biased low for each of them (a bias spread over thousands of lesions that the spread of the weights
+    does not reveal). A wider conditional component costs a little efficiency in the core and removes
+    most of that bias (``benchmarks/README.md``, "The importance-sampling proposal").
 
     ``n_pilot`` > 0: first ``n_pilot`` draws from that mixture fit, per lesion, a Student-t to the
     importance-weighted conditional mean and covariance (scale ``PILOT_INFLATE`` x the weighted SDs; the
@@ -1316,10 +1324,13 @@ def importance_loglik(
     """
     if not 0.0 <= defensive < 1.0:
         raise ValueError(f"defensive must be in [0, 1), got {defensive!r}")
+    if not inflate > 0.0:
+        raise ValueError(f"inflate must be positive, got {inflate!r}")
     dtype = proposal_mean.dtype
     mean_t = population_mean(coef, data).T
     n = mean_t.shape[-1]
-    scale = jnp.asarray(proposal_scale, dtype)
+    # a covariance (N, 3, 3) scales by inflate^2, conditional SDs (N, 3) by inflate
+    scale = jnp.asarray(proposal_scale, dtype) * (inflate**2 if jnp.ndim(proposal_scale) == 3 else inflate)
     comps = [_t_component(proposal_mean.T, scale)]
     if defensive > 0:
         pop_cov = jnp.diag(omega2) if omega_corr is None else _omega_matrix(omega2, omega_corr)
@@ -1348,7 +1359,7 @@ def importance_loglik(
 
 importance_loglik_jit = jax.jit(
     importance_loglik,
-    static_argnames=("n_draws", "config", "df", "chunk", "defensive", "n_pilot", "bias_correction"),
+    static_argnames=("n_draws", "config", "df", "chunk", "defensive", "inflate", "n_pilot", "bias_correction"),
 )
 
 
