@@ -211,6 +211,26 @@ def test_conditional_simulations_follow_the_conditional_probabilities(fit):
     assert np.corrcoef(np.log(np.median(sims[:, first], 0)), np.log(np.median(population[:, first], 0)))[0, 1] > 0.99
 
 
+def test_residuals_and_conditional_vpc_share_one_importance_pass(fit, monkeypatch):
+    """The residual table's conditional NPDE and the conditional VPC's replicates (same seed and number of
+    simulations) come from one importance pass, and each has its own random stream: neither depends on
+    whether, or in which order, the other was computed."""
+    from lesionatlas.tgi import diagnostics as dg
+
+    first = dataclasses.replace(fit)  # a new result object: an empty cache
+    sims_first = dg.conditional_simulations(first).copy()
+    cnpde_first = dg.residual_table(first)["cnpde"]
+    calls = []
+    chunks = dg._conditional_chunks
+    monkeypatch.setattr(dg, "_conditional_chunks", lambda *a, **k: calls.append(1) or chunks(*a, **k))
+    other = dataclasses.replace(fit)
+    cnpde = dg.residual_table(other)["cnpde"]
+    dg.vpc_table(other, conditional=True)
+    assert len(calls) == 1
+    assert cnpde.equals(cnpde_first)
+    assert np.array_equal(dg.conditional_simulations(other), sims_first)
+
+
 def test_conditional_vpc_flags_a_wrong_model(fit):
     pop = fit.population.copy()
     pop.loc[pop["parameter"] == "kg_pop", "estimate"] *= 2.0

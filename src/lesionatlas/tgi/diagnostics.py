@@ -408,9 +408,6 @@ def _given_earlier_rows(ll, log_w, cell_lesion, n_doublings):
     return w / row_sum(w)[:, None]
 
 
-_row_weights = jax.jit(_given_earlier_rows, static_argnames=("n_doublings",))
-
-
 @partial(jax.jit, static_argnames=("n_doublings",))
 def _weighted_probability(ll, log_w, p_upper, p_lower, cell_lesion, censored, u, *, n_doublings):
     """Each row's predictive probability given the earlier rows of its lesion (:func:`_given_earlier_rows`)."""
@@ -479,22 +476,68 @@ def _conditional_chunks(fit: TGIFit, d: _Design, rng: np.random.Generator, n_dra
         yield _ConditionalChunk(rows, size, cl, d.censored[r], max(1, (longest - 1).bit_length()), *terms)
 
 
+@partial(jax.jit, static_argnames=("n_doublings",))
+def _resampled_log_v(ll, log_w, log_v, cell_lesion, u, *, n_doublings):
+    """Each row's log volumes at draws resampled with their weights given the earlier rows: inverse CDF,
+    one binary search per uniform of ``u`` (rows, replicates)."""
+    w = _given_earlier_rows(ll, log_w, cell_lesion, n_doublings)
+    cum = jnp.cumsum(w, axis=1).at[:, -1].set(1.0)
+    pick = jax.vmap(partial(jnp.searchsorted, side="right"))(cum, u)
+    return jnp.take_along_axis(log_v, jnp.minimum(pick, w.shape[1] - 1), axis=1)
+
+
+def _conditional_pass(fit: TGIFit, d: _Design, rng_draws: np.random.Generator, rng_pd: np.random.Generator,
+                      rng_sim: np.random.Generator | None, n_draws: int, n_simulations: int = 0
+                      ) -> tuple[np.ndarray, np.ndarray | None]:
+    r"""One importance pass (:func:`_conditional_chunks`, its draws from ``rng_draws``) for both products of
+    the one-step-ahead predictive distributions: each row's probability
+    :math:`P(Y_{ij} \le y_{ij} \mid y_{i1}, \dots, y_{i,j-1})` (a censored row's drawn uniformly between
+    those of its bounds, from ``rng_pd``, as for the NPDE) and, with ``n_simulations`` > 0,
+    ``n_simulations`` values of each row drawn from that distribution (parameters resampled with their
+    weights, a residual from the error model; from ``rng_sim``): arrays (n_obs,) and (n_simulations,
+    n_obs)."""
+    pd_out = np.empty(len(d.y))
+    sims = np.empty((n_simulations, len(d.y))) if n_simulations else None
+    with jax.enable_x64(True):
+        for c in _conditional_chunks(fit, d, rng_draws, n_draws):
+            nc = len(c.rows)
+            pd_chunk = _weighted_probability(c.ll, c.log_w, c.p_upper, c.p_lower, c.cell_lesion, c.censored,
+                                             rng_pd.uniform(size=c.size), n_doublings=c.n_doublings)
+            pd_out[c.rows] = np.asarray(pd_chunk)[:nc]
+            if sims is not None:
+                assert rng_sim is not None
+                u = np.zeros((c.size, n_simulations))
+                u[:nc] = rng_sim.uniform(size=(nc, n_simulations))
+                log_v = np.asarray(_resampled_log_v(c.ll, c.log_w, c.log_v, c.cell_lesion, u,
+                                                    n_doublings=c.n_doublings))[:nc]
+                v = np.exp(np.minimum(log_v, 700.0))
+                sims[:, c.rows] = (v + _error_sd(v, d.a, d.b, d.error_model) * rng_sim.standard_normal(v.shape)).T
+    return pd_out, sims
+
+
 def _conditional_pd(fit: TGIFit, d: _Design, rng: np.random.Generator, n_draws: int) -> np.ndarray:
-    r"""One-step-ahead predictive probabilities :math:`P(Y_{ij} \le y_{ij} \mid y_{i1}, \dots, y_{i,j-1})`.
+    r"""One-step-ahead predictive probabilities :math:`P(Y_{ij} \le y_{ij} \mid y_{i1}, \dots, y_{i,j-1})`,
+    the draws and the uniforms from ``rng``.
 
     Each lesion's earlier observations (in time order) condition the prediction of the next one; under the
     model these probabilities are independent and uniform whatever rule stops the scans, as long as that
     rule looks only at what has been observed (scans that stop at progression). Computed by importance
-    sampling (:func:`_conditional_chunks`). A censored row's probability is drawn uniformly between those of
-    its bounds, as for the NPDE.
+    sampling (:func:`_conditional_pass`).
     """
-    pd_out = np.empty(len(d.y))
-    with jax.enable_x64(True):
-        for c in _conditional_chunks(fit, d, rng, n_draws):
-            pd_chunk = _weighted_probability(c.ll, c.log_w, c.p_upper, c.p_lower, c.cell_lesion, c.censored,
-                                             rng.uniform(size=c.size), n_doublings=c.n_doublings)
-            pd_out[c.rows] = np.asarray(pd_chunk)[:len(c.rows)]
-    return pd_out
+    return _conditional_pass(fit, d, rng, rng, None, n_draws)[0]
+
+
+def _conditional_outputs(fit: TGIFit, n_simulations: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The conditional NPDE's probabilities and the conditional VPC's replicates of ``seed``, from one
+    importance pass (cached: the residual table and the conditional VPC of the same ``n_simulations`` and
+    ``seed`` share it; each product has its own random stream, so neither depends on the other)."""
+    key = ("conditional", int(n_simulations), int(seed))
+    if key not in fit._cache:
+        d = _design(fit)
+        fit._cache[key] = _conditional_pass(
+            fit, d, _rng(fit, seed, "conditional draws"), _rng(fit, seed, "cnpde"),
+            _rng(fit, seed, "conditional simulations"), _CONDITIONAL_DRAWS, n_simulations)
+    return fit._cache[key]
 
 
 def conditional_simulations(fit: TGIFit, *, n_simulations: int = 200, seed: int = 0) -> np.ndarray:
@@ -507,33 +550,12 @@ def conditional_simulations(fit: TGIFit, *, n_simulations: int = 200, seed: int 
     (:func:`_conditional_chunks`, ``_CONDITIONAL_DRAWS`` per lesion) with their weights given the earlier
     rows, then a residual from the error model. Where scans stop at progression the observed rows of a
     late bin are those of lesions that had not progressed; these replicates are drawn for the same rows
-    given the same pasts, so a VPC built on them (``vpc_table(conditional=True)``) stays calibrated.
+    given the same pasts, so a VPC built on them (``vpc_table(conditional=True)``) stays calibrated. The
+    same importance draws give the conditional NPDE of :func:`residual_table` (same ``n_simulations``
+    and ``seed``): one pass for both.
     """
     _check_simulations(n_simulations)
-    key = ("conditional_simulations", int(n_simulations), int(seed))
-    if key in fit._cache:
-        return fit._cache[key]
-    d = _design(fit)
-    rng = _rng(fit, seed, "conditional simulations")
-    out = np.empty((n_simulations, len(d.y)))
-    k = _CONDITIONAL_DRAWS
-    with jax.enable_x64(True):
-        for c in _conditional_chunks(fit, d, rng, k):
-            nc = len(c.rows)
-            w = np.asarray(_row_weights(c.ll, c.log_w, c.cell_lesion, c.n_doublings))[:nc]
-            # inverse-CDF resampling of every row at once: row i's cumulative weights shifted by i form one
-            # increasing sequence, searched for the uniforms shifted the same way
-            cum = np.cumsum(w, axis=1)
-            cum[:, -1] = 1.0
-            offset = np.arange(nc)[:, None]
-            pos = np.searchsorted((cum + offset).ravel(), (rng.uniform(size=(nc, n_simulations)) + offset).ravel(),
-                                  side="right").reshape(nc, n_simulations)
-            pick = np.clip(pos - offset * k, 0, k - 1)
-            log_v = np.take_along_axis(np.asarray(c.log_v)[:nc], pick, axis=1)
-            v = np.exp(np.minimum(log_v, 700.0))
-            out[:, c.rows] = (v + _error_sd(v, d.a, d.b, d.error_model) * rng.standard_normal(v.shape)).T
-    fit._cache[key] = out
-    return out
+    return _conditional_outputs(fit, n_simulations, seed)[1]
 
 
 def residual_table(fit: TGIFit, *, n_simulations: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -565,7 +587,8 @@ def residual_table(fit: TGIFit, *, n_simulations: int = 200, seed: int = 0) -> p
     sims = simulate_observations(fit, n_simulations=n_simulations, seed=seed)
     npd, npde, _ = _npde(d, sims, _rng(fit, seed, "npde"))
     k = _CONDITIONAL_DRAWS
-    cnpde = ndtri(np.clip(_conditional_pd(fit, d, _rng(fit, seed, "cnpde"), k), 1.0 / (2 * k), 1.0 - 1.0 / (2 * k)))
+    pd_cond = _conditional_outputs(fit, n_simulations, seed)[0]
+    cnpde = ndtri(np.clip(pd_cond, 1.0 / (2 * k), 1.0 - 1.0 / (2 * k)))
     obs = fit.observations
     assert obs is not None
     table = pd.DataFrame(
