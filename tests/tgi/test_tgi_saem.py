@@ -6,6 +6,7 @@ JAX compiles each piece once per test session.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import jax
@@ -99,6 +100,12 @@ def test_same_seed_same_numbers(tmp_path):
     assert not other.population["estimate"].equals(one.population["estimate"])
     back = TGIFit.from_dir(one.to_dir(tmp_path / "fit"))
     assert back.equals(one)
+    # a folder written before is_inflate existed reads as the fit it was: made with the proposal unwidened
+    meta_path = tmp_path / "fit" / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["spec"]["is_inflate"]
+    meta_path.write_text(json.dumps(meta))
+    assert TGIFit.from_dir(tmp_path / "fit").spec == dataclasses.replace(one.spec, is_inflate=1.0)
 
 
 CENSORING_DATA_SEEDS = (5, 6, 7)

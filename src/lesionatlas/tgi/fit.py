@@ -489,8 +489,10 @@ class TGIFit:
         """Read a folder written by :meth:`to_dir`."""
         path = Path(path)
         meta = json.loads((path / "meta.json").read_text())
+        # a fit written before a setting existed was made as that setting's value then was
+        spec = {**_SETTINGS_BEFORE_THEY_EXISTED, **meta["spec"]}
         return cls(
-            spec=TGIModel(**meta["spec"]),
+            spec=TGIModel(**spec),
             seed=int(meta["seed"]),
             population=pd.read_parquet(path / "population.parquet"),
             individual=pd.read_parquet(path / "individual.parquet"),
@@ -582,6 +584,10 @@ class TGIFit:
 
 
 # ----------------------------------------------------------------------------- the fit
+#: The value each later-added TGIModel setting had, in effect, in fits written before it existed.
+_SETTINGS_BEFORE_THEY_EXISTED: dict[str, Any] = {"is_inflate": 1.0}
+
+
 def _stage_key(seed: int) -> jax.Array:
     return jax.random.fold_in(jax.random.key(seed), zlib.crc32(_STAGE.encode()) & 0x7FFFFFFF)
 
