@@ -1284,11 +1284,12 @@ def importance_loglik(
     with :math:`\hat\mu_i` the conditional mean of lesion :math:`i` (from the MCMC draws),
     :math:`\hat\Sigma_i` its conditional covariance (``proposal_scale`` (N, 3, 3); or (N, 3) conditional
     SDs, a diagonal proposal) widened by :math:`c` = ``inflate``, :math:`\mu_i, \Omega` the population
-    distribution, and :math:`t_\nu` the multivariate Student-t with :math:`\nu` = ``df`` degrees of freedom (:math:`\hat\mu + L u`,
-    :math:`u = z \sqrt{\nu / \chi^2_\nu}`, :math:`z \sim N(0, I_3)`). The draws are stratified: a share
-    ``defensive`` = :math:`\alpha` of the chunks (rounded; the exact shares enter :math:`q_i`) come from
-    the population component, the rest from the conditional one, and every weight uses the mixture density
-    (the deterministic-mixture estimator, unbiased for :math:`p(y_i)`).
+    distribution, and :math:`t_\nu` the multivariate Student-t with :math:`\nu` = ``df`` degrees of
+    freedom (:math:`\hat\mu + L u`, :math:`u = z \sqrt{\nu / \chi^2_\nu}`, :math:`z \sim N(0, I_3)`).
+    The draws are stratified: a share ``defensive`` = :math:`\alpha` of the chunks (rounded; the exact
+    shares enter :math:`q_i`) come from the population component, the rest from the conditional one, and
+    every weight uses the mixture density (the deterministic-mixture estimator, unbiased for
+    :math:`p(y_i)`).
 
     Why the defensive component: the MCMC moments come from a few hundred correlated draws. Where they
     miss part of a lesion's conditional distribution (a second mode, a long tail in logit F), the weights

@@ -94,9 +94,9 @@ class TGIModel:
         miss part of its conditional distribution; 0 gives the pure conditional Student-t.
     is_inflate : float
         Width of the conditional Student-t of the importance sampling relative to the MCMC conditional
-        covariance (its scale is ``is_inflate**2`` times that covariance; 1 = as measured, as Monolix
-        draws them). Wider than the MCMC moments removes most of the downward bias of the log of the mean
-        weight; the measurements behind the default: ``benchmarks/README.md``.
+        covariance (its scale is ``is_inflate**2`` times that covariance; 1 = that covariance itself).
+        Wider than the MCMC moments removes most of the downward bias of the log of the mean weight; the
+        measurements behind the default: ``benchmarks/README.md``.
     n_mode_steps : int
         Damped Newton steps of the conditional-mode search (at most: it stops once every lesion has
         converged).
