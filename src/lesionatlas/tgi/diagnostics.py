@@ -409,12 +409,20 @@ def _given_earlier_rows(ll, log_w, cell_lesion, n_doublings):
 
 
 @partial(jax.jit, static_argnames=("n_doublings",))
-def _weighted_probability(ll, log_w, p_upper, p_lower, cell_lesion, censored, u, *, n_doublings):
-    """Each row's predictive probability given the earlier rows of its lesion (:func:`_given_earlier_rows`)."""
+def _conditional_products(ll, log_w, p_upper, p_lower, log_v, cell_lesion, censored, u, u_sim, *, n_doublings):
+    """From the draws' weights given the earlier rows of each row's lesion (:func:`_given_earlier_rows`):
+    each row's predictive probability (a censored row's at ``u`` between those of its bounds) and, unless
+    ``u_sim`` is None, its log volumes at draws resampled with those weights (inverse CDF, one binary
+    search per uniform of ``u_sim`` (rows, replicates))."""
     w = _given_earlier_rows(ll, log_w, cell_lesion, n_doublings)
     hi = row_sum(w * p_upper)
     lo = 0.0 if p_lower is None else row_sum(w * p_lower)
-    return jnp.where(censored, lo + u * (hi - lo), hi)
+    prob = jnp.where(censored, lo + u * (hi - lo), hi)
+    if u_sim is None:
+        return prob, None
+    cum = jnp.cumsum(w, axis=1).at[:, -1].set(1.0)
+    pick = jax.vmap(partial(jnp.searchsorted, side="right"))(cum, u_sim)
+    return prob, jnp.take_along_axis(log_v, jnp.minimum(pick, w.shape[1] - 1), axis=1)
 
 
 class _ConditionalChunk(NamedTuple):
@@ -476,16 +484,6 @@ def _conditional_chunks(fit: TGIFit, d: _Design, rng: np.random.Generator, n_dra
         yield _ConditionalChunk(rows, size, cl, d.censored[r], max(1, (longest - 1).bit_length()), *terms)
 
 
-@partial(jax.jit, static_argnames=("n_doublings",))
-def _resampled_log_v(ll, log_w, log_v, cell_lesion, u, *, n_doublings):
-    """Each row's log volumes at draws resampled with their weights given the earlier rows: inverse CDF,
-    one binary search per uniform of ``u`` (rows, replicates)."""
-    w = _given_earlier_rows(ll, log_w, cell_lesion, n_doublings)
-    cum = jnp.cumsum(w, axis=1).at[:, -1].set(1.0)
-    pick = jax.vmap(partial(jnp.searchsorted, side="right"))(cum, u)
-    return jnp.take_along_axis(log_v, jnp.minimum(pick, w.shape[1] - 1), axis=1)
-
-
 def _conditional_pass(fit: TGIFit, d: _Design, rng_draws: np.random.Generator, rng_pd: np.random.Generator,
                       rng_sim: np.random.Generator | None, n_draws: int, n_simulations: int = 0
                       ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -501,16 +499,17 @@ def _conditional_pass(fit: TGIFit, d: _Design, rng_draws: np.random.Generator, r
     with jax.enable_x64(True):
         for c in _conditional_chunks(fit, d, rng_draws, n_draws):
             nc = len(c.rows)
-            pd_chunk = _weighted_probability(c.ll, c.log_w, c.p_upper, c.p_lower, c.cell_lesion, c.censored,
-                                             rng_pd.uniform(size=c.size), n_doublings=c.n_doublings)
-            pd_out[c.rows] = np.asarray(pd_chunk)[:nc]
+            u = rng_pd.uniform(size=c.size)
+            u_sim = None
             if sims is not None:
                 assert rng_sim is not None
-                u = np.zeros((c.size, n_simulations))
-                u[:nc] = rng_sim.uniform(size=(nc, n_simulations))
-                log_v = np.asarray(_resampled_log_v(c.ll, c.log_w, c.log_v, c.cell_lesion, u,
-                                                    n_doublings=c.n_doublings))[:nc]
-                v = np.exp(np.minimum(log_v, 700.0))
+                u_sim = np.zeros((c.size, n_simulations))
+                u_sim[:nc] = rng_sim.uniform(size=(nc, n_simulations))
+            prob, log_v = _conditional_products(c.ll, c.log_w, c.p_upper, c.p_lower, c.log_v, c.cell_lesion,
+                                                c.censored, u, u_sim, n_doublings=c.n_doublings)
+            pd_out[c.rows] = np.asarray(prob)[:nc]
+            if sims is not None:
+                v = np.exp(np.minimum(np.asarray(log_v)[:nc], 700.0))
                 sims[:, c.rows] = (v + _error_sd(v, d.a, d.b, d.error_model) * rng_sim.standard_normal(v.shape)).T
     return pd_out, sims
 

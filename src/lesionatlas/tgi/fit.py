@@ -56,14 +56,13 @@ def _check_spec(spec: TGIModel) -> None:
     allowed("covariance", spec.covariance, ("diagonal", "full"))
     allowed("baseline_observation", spec.baseline_observation, ("keep", "drop"))
     allowed("precision", spec.precision, ("float64", "float32"))
-    for name in ("kg", "kd", "omega_kg", "omega_kd", "omega_f", "a", "b", "max_relative_residual", "stop_tolerance"):
+    for name in ("kg", "kd", "omega_kg", "omega_kd", "omega_f", "a", "b", "max_relative_residual", "stop_tolerance",
+                 "is_inflate"):
         positive(name)
     if not 0 < spec.f < 1:
         raise ConfigError(f"TGIModel.f must be in (0, 1), got {spec.f!r}")
     if not 0 <= spec.is_defensive < 1:
         raise ConfigError(f"TGIModel.is_defensive must be in [0, 1), got {spec.is_defensive!r}")
-    if not spec.is_inflate > 0:
-        raise ConfigError(f"TGIModel.is_inflate must be positive, got {spec.is_inflate!r}")
     if not 0 < spec.annealing_factor <= 1:
         raise ConfigError(f"TGIModel.annealing_factor must be in (0, 1], got {spec.annealing_factor!r}")
     for name in ("n_explore", "n_smooth", "chunk_size", "n_posterior_iter"):
